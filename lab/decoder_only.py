@@ -73,5 +73,7 @@ class DecoderOnlyTransformer(nn.Module):
         return ids
 
     def layer_groups(self) -> list[nn.Module]:
-        """Body -> head, for ``lab.finetune`` (the tied head shares the embedding's weight)."""
-        return [nn.ModuleList([self.embed, self.positions]), *self.encoder.layers, nn.ModuleList([self.encoder.norm, self.lm_head])]
+        """Body -> head, for ``lab.finetune``. A tied output projection is the embedding's weight, so it
+        stays in the first group (groups must be disjoint)."""
+        head = [self.encoder.norm] if self.config.tie_weights else [self.encoder.norm, self.lm_head]
+        return [nn.ModuleList([self.embed, self.positions]), *self.encoder.layers, nn.ModuleList(head)]

@@ -123,5 +123,6 @@ class Seq2SeqTransformer(nn.Module):
             *self.encoder.layers,
             nn.ModuleList([self.encoder.norm, self.tgt_embed, self.tgt_positions]),
             *self.decoder.layers,
-            nn.ModuleList([self.decoder.norm, self.generator]),
+            # a tied generator is the target embedding's weight, already in an earlier group
+            nn.ModuleList([self.decoder.norm] if self.config.tie_weights else [self.decoder.norm, self.generator]),
         ]

@@ -131,3 +131,14 @@ def test_feature_source_and_config_errors():
         model(torch.randn(2, 9, 5), torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="max_len"):
         model.greedy_decode(frames, 100)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_layer_groups_cover_parameters_for_discriminative_rates(tie):
+    from lab.finetune import discriminative_param_groups
+
+    for model in (lm(tie_weights=tie), seq2seq(tie_weights=tie)):
+        groups = discriminative_param_groups(model, lr_max=1e-3, lr_min=1e-5)
+        params = [p for g in groups for p in g["params"]]
+        assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
+        assert groups[0]["lr"] == pytest.approx(1e-5) and groups[-1]["lr"] == pytest.approx(1e-3)
