@@ -1,0 +1,58 @@
+"""Gymnasium tasks registered under ``lab/``, wrappers, the BabyAI mission tokenizer and expert demos.
+
+Importing ``envs`` registers the ids (idempotent), so do it before ``gym.make``::
+
+    import gymnasium as gym
+    import envs  # noqa: F401  (registers lab/*)
+
+    env = gym.make("lab/DigitsBandit-v0", split="test", sequential=True)
+    env = gym.make("envs:lab/CartPoleNoVel-v1")  # or let gymnasium import the package for you
+
+Registered ids (see :data:`envs.registration.ENV_SPECS`):
+
+- ``lab/DigitsBandit-v0``, ``lab/Mnist1dBandit-v0``: classification as a one-step bandit (:mod:`envs.bandit`);
+- ``lab/CartPoleNoVel-v1``: CartPole-v1 observing only position and angle; ``lab/CartPoleNoVelHistory-v1``
+  the same through :class:`HistoryWrapper` (kwarg ``k``, default 8) (:mod:`envs.cartpole`);
+- ``lab/BabyAI-GoToRedBallGrey-v0``, ``lab/BabyAI-GoToRedBall-v0``, ``lab/BabyAI-GoToLocal-v0``: BabyAI with
+  token-id missions (:mod:`envs.babyai`; :func:`make_babyai_env` takes any level id).
+
+The bandit and BabyAI names are imported lazily (on first attribute access), so ``import envs`` imports
+neither ``lab`` (torch) nor minigrid.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from envs.cartpole import CartPoleNoVelEnv
+from envs.history import HistoryWrapper
+from envs.registration import ENV_SPECS, register_envs
+from envs.tokenizer import DEFAULT_MAX_LEN, VOCAB_SIZE, MissionTokenizer, MissionTooLongError
+
+register_envs()
+
+_LAZY = {
+    "ClassificationBanditEnv": "envs.bandit",
+    "DigitsBanditEnv": "envs.bandit",
+    "Mnist1dBanditEnv": "envs.bandit",
+    "BabyAIObservation": "envs.babyai",
+    "IMAGE_HIGH": "envs.babyai",
+    "is_success": "envs.babyai",
+    "make_babyai_env": "envs.babyai",
+    "silence_stdout": "envs.babyai",
+    "DemoSet": "envs.demos",
+    "collect_demos": "envs.demos",
+    "load_demos": "envs.demos",
+}
+
+__all__ = [
+    "CartPoleNoVelEnv", "HistoryWrapper",
+    "ENV_SPECS", "register_envs", "DEFAULT_MAX_LEN", "VOCAB_SIZE", "MissionTokenizer", "MissionTooLongError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
