@@ -1,0 +1,54 @@
+"""BabyAI observations as inputs of ``lab.FusionTransformer``: one definition for imitation and RL.
+
+Behaviour cloning (``supervised``) and the SB3 agents (``agents``) both call these two functions, so a fusion
+encoder pretrained on demonstrations loads into an RL policy unchanged.
+
+Tokens: 49 grid cells (7 x 7, each three categorical fields: object, colour, state), 1 direction token, and
+the mission words (padding trimmed to the longest mission in the batch and masked).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from envs.babyai import IMAGE_HIGH
+from envs.tokenizer import DEFAULT_MAX_LEN, PAD_ID, VOCAB_SIZE
+from lab.fusion import ModalitySpec
+
+IMAGE_VOCAB = int(IMAGE_HIGH.max()) + 1  # one table for the three fields: indices 0..10
+VIEW_CELLS = 7 * 7
+
+
+def babyai_modalities(max_mission_len: int = DEFAULT_MAX_LEN) -> list[ModalitySpec]:
+    """The three modalities of a BabyAI observation, in the order the fusion encoder sees them."""
+    return [
+        ModalitySpec("image", "tokens", size=IMAGE_VOCAB, max_len=VIEW_CELLS, num_fields=3),
+        ModalitySpec("direction", "tokens", size=4, max_len=1),
+        ModalitySpec("mission", "tokens", size=VOCAB_SIZE, max_len=max_mission_len),
+    ]
+
+
+def babyai_fusion_inputs(image: Tensor, direction: Tensor, mission: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Observation tensors -> (inputs, padding_masks) for ``FusionTransformer``.
+
+    Accepts raw arrays (image uint8 (B, 7, 7, 3), direction (B,), mission int (B, L)) and SB3's preprocessed
+    ones (floats; direction one-hot (B, 4)). Mission padding beyond the longest mission of the batch is cut:
+    padded tokens are masked anyway, and a 5-word mission then costs 5 tokens instead of ``max_len``.
+    """
+    if image.dim() != 4 or image.shape[-1] != 3:
+        raise ValueError(f"image must have shape (batch, 7, 7, 3), got {tuple(image.shape)}")
+    batch = image.shape[0]
+    if direction.dim() == 2 and direction.shape[1] == 4:  # SB3 one-hot encodes Discrete(4)
+        direction = direction.argmax(dim=1)
+    cells, direction, mission = (_as_ids(t) for t in (image.reshape(batch, -1, 3), direction.reshape(batch, 1), mission))
+    if mission.dim() != 2 or mission.shape[0] != batch:
+        raise ValueError(f"mission must have shape ({batch}, length), got {tuple(mission.shape)}")
+    pad = mission == PAD_ID
+    length = max(int((~pad).sum(dim=1).max()), 1) if mission.numel() else 1
+    mission, pad = mission[:, :length], pad[:, :length]
+    return {"image": cells, "direction": direction, "mission": mission}, {"mission": pad}
+
+
+def _as_ids(t: Tensor) -> Tensor:
+    """Integer ids from an integer tensor or from SB3's float copy of one."""
+    return t.round().long() if t.is_floating_point() else t.long()

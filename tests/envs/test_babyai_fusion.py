@@ -1,0 +1,26 @@
+import numpy as np
+import torch
+
+from envs.babyai import make_babyai_env
+from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
+from lab.fusion import FusionConfig, FusionTransformer
+from lab.layers import TransformerConfig
+
+
+def observations(n=4):
+    env = make_babyai_env("BabyAI-GoToRedBallGrey-v0")
+    obs = [env.reset(seed=i)[0] for i in range(n)]
+    return {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+
+
+def test_raw_and_sb3_preprocessed_observations_give_the_same_fused_vector():
+    obs = observations()
+    model = FusionTransformer(FusionConfig(babyai_modalities(), TransformerConfig(32, 4, 1, dropout=0.0))).eval()
+    raw = babyai_fusion_inputs(torch.as_tensor(obs["image"]), torch.as_tensor(obs["direction"]), torch.as_tensor(obs["mission"]))
+    one_hot = torch.nn.functional.one_hot(torch.as_tensor(obs["direction"]), 4).float()
+    sb3 = babyai_fusion_inputs(torch.as_tensor(obs["image"]).float(), one_hot, torch.as_tensor(obs["mission"]).float())
+    assert raw[0]["mission"].shape[1] == 5  # "go to the red ball": trimmed from 72 padded ids
+    torch.testing.assert_close(model(*raw).fused, model(*sb3).fused)
+    # trimming the padding changes nothing: the untrimmed, masked mission gives the same vector
+    full = dict(raw[0], mission=torch.as_tensor(obs["mission"]))
+    torch.testing.assert_close(model(full, {"mission": full["mission"] == 0}).fused, model(*raw).fused, atol=1e-5, rtol=0)
