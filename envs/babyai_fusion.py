@@ -31,15 +31,17 @@ def babyai_modalities(max_mission_len: int = DEFAULT_MAX_LEN) -> list[ModalitySp
 def babyai_fusion_inputs(image: Tensor, direction: Tensor, mission: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Observation tensors -> (inputs, padding_masks) for ``FusionTransformer``.
 
-    Accepts raw arrays (image uint8 (B, 7, 7, 3), direction (B,), mission int (B, L)) and SB3's preprocessed
-    ones (floats; direction one-hot (B, 4)). Mission padding beyond the longest mission of the batch is cut:
+    Accepts raw arrays (image uint8 (B, 7, 7, 3), integer direction (B,), mission int (B, L)) and SB3's
+    preprocessed ones (floats; direction one-hot (B, 4) at rollout time, (B, 1, 4) from the rollout buffer). Mission padding beyond the longest mission of the batch is cut:
     padded tokens are masked anyway, and a 5-word mission then costs 5 tokens instead of ``max_len``.
     """
     if image.dim() != 4 or image.shape[-1] != 3:
         raise ValueError(f"image must have shape (batch, 7, 7, 3), got {tuple(image.shape)}")
     batch = image.shape[0]
-    if direction.dim() == 2 and direction.shape[1] == 4:  # SB3 one-hot encodes Discrete(4)
-        direction = direction.argmax(dim=1)
+    if direction.is_floating_point():  # SB3 one-hot encodes Discrete(4): (B, 4), or (B, 1, 4) from its buffer
+        if direction.numel() != batch * 4:
+            raise ValueError(f"a float direction must be SB3's one-hot (batch, 4), got {tuple(direction.shape)}")
+        direction = direction.reshape(batch, 4).argmax(dim=1)
     cells, direction, mission = (_as_ids(t) for t in (image.reshape(batch, -1, 3), direction.reshape(batch, 1), mission))
     if mission.dim() != 2 or mission.shape[0] != batch:
         raise ValueError(f"mission must have shape ({batch}, length), got {tuple(mission.shape)}")

@@ -21,6 +21,8 @@ def test_raw_and_sb3_preprocessed_observations_give_the_same_fused_vector():
     sb3 = babyai_fusion_inputs(torch.as_tensor(obs["image"]).float(), one_hot, torch.as_tensor(obs["mission"]).float())
     assert raw[0]["mission"].shape[1] == 5  # "go to the red ball": trimmed from 72 padded ids
     torch.testing.assert_close(model(*raw).fused, model(*sb3).fused)
+    buffer = babyai_fusion_inputs(torch.as_tensor(obs["image"]).float(), one_hot[:, None], torch.as_tensor(obs["mission"]).float())
+    torch.testing.assert_close(model(*buffer).fused, model(*sb3).fused)  # SB3's rollout buffer adds a dim
     # trimming the padding changes nothing: the untrimmed, masked mission gives the same vector
     full = dict(raw[0], mission=torch.as_tensor(obs["mission"]))
     torch.testing.assert_close(model(full, {"mission": full["mission"] == 0}).fused, model(*raw).fused, atol=1e-5, rtol=0)
