@@ -1,0 +1,113 @@
+"""Command line: ``python -m supervised.train TASK [--train.FIELD VALUE] [--model.FIELD VALUE] [--data.FIELD VALUE]``.
+
+    python -m supervised.train --help                       # the tasks
+    python -m supervised.train mnist1d --help               # every field of one task, with its default
+    python -m supervised.train mnist1d --train.epochs 5 --model.window 10 --data.shift 0
+    python -m supervised.train digits --model.block plain --train.seed 1
+    python -m supervised.train digits --train.resume runs/digits/digits__separable__0__1700000000
+
+Exit status: 0 done, 1 the loss became NaN / inf (the last good checkpoint is named), 2 a bad config or
+run directory, 130 interrupted.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any, Union
+
+from supervised.checkpoint import load_checkpoint, resolve_checkpoint
+from supervised.configs import RUNTIME_FIELDS, ConfigError, config_from_dict, config_to_dict, flatten
+from supervised.digits import DigitsTask
+from supervised.mnist1d import Mnist1dTask
+from supervised.task import Task
+from supervised.trainer import NonFiniteLossError, RunDirectoryExistsError, TrainResult, fit
+
+# Every task the CLI, the benchmark and the experiments know, by name. A new task subclasses
+# supervised.task.Task (with a config dataclass that has a ``train: TrainConfig`` field) and is added here.
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Mnist1dTask, DigitsTask)}
+
+
+def task_for(config: Any) -> Task:
+    """The task that trains an experiment config (an instance of one of the ``TASKS``' config classes)."""
+    for task_class in TASKS.values():
+        if isinstance(config, task_class.config_class):
+            return task_class(config)
+    names = ", ".join(f"{t.config_class.__name__} ({name})" for name, t in TASKS.items())
+    raise TypeError(f"no task takes a {type(config).__name__}; known configs: {names}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Any:
+    """The experiment config of ``argv`` (tyro: one subcommand per task; exits 2 with a message on bad input)."""
+    import tyro  # lazy: only the command line needs it
+
+    if len(TASKS) == 1:  # tyro needs at least two members for a Union of subcommands
+        (task,) = TASKS.values()
+        return tyro.cli(task.config_class, args=argv, prog=f"python -m supervised.train {task.name}")
+    subcommands = tuple(
+        Annotated[task.config_class, tyro.conf.subcommand(name, default=task.config_class(),
+                                                           description=(task.config_class.__doc__ or "").strip())]
+        for name, task in TASKS.items()
+    )
+    return tyro.cli(Union[subcommands], args=argv, prog="python -m supervised.train",  # type: ignore[valid-type]
+                    description="Train one supervised task; every run writes TensorBoard events, metrics.jsonl, "
+                                "checkpoints and results.json under OUT_DIR/TASK/RUN_NAME.")
+
+
+def config_for_resume(config: Any) -> Any:
+    """The config to continue ``config.train.resume`` with: the saved one, plus the runtime fields of ``config``.
+
+    A field set on the command line (differing from the default) to a value other than the saved one is an
+    error, rather than silently ignored: a resumed run keeps its recipe so it continues identically.
+    """
+    path = resolve_checkpoint(config.train.resume)
+    checkpoint = load_checkpoint(path)
+    task = task_for(config)
+    if checkpoint["task"] != task.name:
+        raise ConfigError(f"{path} is a {checkpoint['task']!r} checkpoint; resume it with "
+                         f"'python -m supervised.train {checkpoint['task']} --train.resume {config.train.resume}'")
+    given, defaults = flatten(config_to_dict(config)), flatten(config_to_dict(type(config)()))
+    saved = flatten(checkpoint["experiment"])
+    conflicts = [k for k, v in given.items() if k not in RUNTIME_FIELDS and v != defaults.get(k) and v != saved.get(k)]
+    if conflicts:
+        details = "; ".join(f"--{k} {given[k]!r} (saved: {saved.get(k)!r})" for k in conflicts)
+        raise ConfigError(f"cannot change the recipe of a resumed run: {details}. Start a new run instead.")
+    merged = dict(checkpoint["experiment"])
+    merged["train"] = {**merged["train"], **{k.split(".", 1)[1]: given[k] for k in RUNTIME_FIELDS}}
+    return config_from_dict(type(config), merged)
+
+
+def run(config: Any) -> TrainResult:
+    """Train an experiment config (resuming when ``config.train.resume`` is set)."""
+    if config.train.resume:
+        config = config_for_resume(config)
+    return fit(task_for(config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        result = run(config)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, RunDirectoryExistsError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(summary(result))
+    return 0
+
+
+def summary(result: TrainResult) -> str:
+    """A few lines for the terminal: where the run is and its headline numbers."""
+    m = result.metrics
+    keys = ("test_accuracy", "best_test_accuracy", "final_val_accuracy", "best_val_accuracy", "success_rate",
+            "params", "flops", "plain_params", "separable_params", "wall_time_s", "samples_seen")
+    shown = [f"  {k}: {m[k]:.4f}" if isinstance(m[k], float) else f"  {k}: {m[k]}"
+             for k in keys if m.get(k) is not None]
+    return "\n".join([f"run: {result.run_dir}", *shown])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
