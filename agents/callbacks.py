@@ -1,0 +1,175 @@
+"""SB3 callbacks that write the lab's shared TensorBoard tags, and atomic model saving.
+
+SB3 logs its own keys (``rollout/ep_rew_mean``, ``train/value_loss``, ``eval/mean_reward``, ...). The
+callbacks here add the :mod:`lab.tags` names that supervised runs write too, so both paradigms overlay in one
+TensorBoard view, always keyed by environment steps (``model.num_timesteps``). They write into the same event
+file as SB3, through the ``SummaryWriter`` of the model's TensorBoard logger.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
+
+from lab import tags
+from lab.optim import effective_lrs
+
+
+def tensorboard_writer(logger: Logger) -> Any | None:
+    """The ``SummaryWriter`` behind an SB3 logger's TensorBoard output, or None when it has none."""
+    for output in logger.output_formats:
+        if isinstance(output, TensorBoardOutputFormat):
+            return output.writer
+    return None
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(file)`` so that ``path`` always holds either the previous file or the complete new one.
+
+    Writes to a temporary file in the same directory (``os.replace`` is atomic within one filesystem),
+    fsyncs it and renames it over ``path``; on failure the temporary file is removed and ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model_atomic(model: BaseAlgorithm, path: str | os.PathLike) -> Path:
+    """``model.save(path)``, atomically (SB3 writes its zip into an open file object without closing it)."""
+    return atomic_write(path, model.save)
+
+
+class AtomicCheckpointCallback(CheckpointCallback):
+    """SB3's ``CheckpointCallback`` (same file names) writing each model zip atomically."""
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            save_model_atomic(self.model, self._checkpoint_path(extension="zip"))
+        return True
+
+
+class LabTagsCallback(BaseCallback):
+    """Training curves under the lab's tag names, keyed by environment steps.
+
+    At most once per ``log_every`` environment steps (checked when a rollout ends, and at the end of
+    training) it writes the mean return and length of the episodes finished since the last write
+    (``EPISODIC_RETURN``, ``EPISODIC_LENGTH``), the running counts ``EPISODES_SEEN`` and ``REWARDS_SEEN``
+    (one reward signal per environment step), ``SPS`` (steps/s since training started) and
+    ``LEARNING_RATE``: the rate SB3's schedule sets, plus ``LEARNING_RATE/group_i`` for each layer group
+    when per-group ``lr_scale`` makes them differ.
+    """
+
+    def __init__(self, log_every: int = 1000) -> None:
+        super().__init__()
+        self.log_every = log_every
+        self.episodes = 0
+        self._returns: list[float] = []
+        self._lengths: list[float] = []
+        self._last_write = -1
+        self._start_time = 0.0
+        self._start_steps = 0
+        self.writer: Any | None = None
+
+    def _on_training_start(self) -> None:
+        self.writer = tensorboard_writer(self.logger)
+        self._start_time, self._start_steps = time.perf_counter(), self.num_timesteps
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", ()):
+            episode = info.get("episode")  # added by SB3's Monitor when an episode ends
+            if episode is not None:
+                self.episodes += 1
+                self._returns.append(float(episode["r"]))
+                self._lengths.append(float(episode["l"]))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps - self._last_write >= self.log_every:
+            self.write()
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps != self._last_write:
+            self.write()
+
+    @property
+    def steps_per_second(self) -> float:
+        return (self.num_timesteps - self._start_steps) / max(time.perf_counter() - self._start_time, 1e-9)
+
+    def write(self) -> None:
+        self._last_write = step = self.num_timesteps
+        returns, lengths = self._returns, self._lengths
+        self._returns, self._lengths = [], []
+        if self.writer is None:
+            return
+        scalars = {
+            tags.EPISODES_SEEN: self.episodes,
+            tags.REWARDS_SEEN: step,
+            tags.SPS: self.steps_per_second,
+            tags.LEARNING_RATE: float(self.model.lr_schedule(self.model._current_progress_remaining)),
+        }
+        if returns:
+            scalars[tags.EPISODIC_RETURN] = float(np.mean(returns))
+            scalars[tags.EPISODIC_LENGTH] = float(np.mean(lengths))
+        scalars.update(group_learning_rates(self.model.policy.optimizer))
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+
+
+def group_learning_rates(optimizer: Any) -> dict[str, float]:
+    """``{LEARNING_RATE/group_i: effective lr}`` per layer group when the groups' effective rates differ."""
+    rates = effective_lrs(optimizer)
+    if len(set(rates)) <= 1:
+        return {}
+    out = {}
+    for index, (group, rate) in enumerate(zip(optimizer.param_groups, rates)):
+        out[f"{tags.LEARNING_RATE}/group_{group.get('layer_group', index)}"] = rate
+    return out
+
+
+class EvalTagsCallback(BaseCallback):
+    """Given to ``EvalCallback(callback_after_eval=...)``: writes its result under the lab's ``eval/`` tags.
+
+    ``MEAN_RETURN`` always; for ``kind="bandit"`` also ``ACCURACY`` (the success rate on the test split, the
+    same meaning as a supervised test accuracy). SB3 itself writes ``eval/success_rate`` (=
+    ``tags.SUCCESS_RATE``) whenever the env reports ``is_success`` (BabyAI, bandits), so it is not repeated.
+    ``history`` keeps every evaluation as a dict for ``results.json``.
+    """
+
+    def __init__(self, kind: str = "control") -> None:
+        super().__init__()
+        self.kind = kind
+        self.history: list[dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        evaluation = self.parent  # the EvalCallback that just evaluated
+        record = {"step": self.num_timesteps, "mean_return": float(evaluation.last_mean_reward)}
+        successes = evaluation._is_success_buffer
+        if successes:
+            record["success_rate"] = float(np.mean(successes))
+            if self.kind == "bandit":
+                record["accuracy"] = record["success_rate"]
+        self.history.append(record)
+        writer = tensorboard_writer(self.logger)
+        if writer is not None:
+            writer.add_scalar(tags.MEAN_RETURN, record["mean_return"], self.num_timesteps)
+            if "accuracy" in record:
+                writer.add_scalar(tags.ACCURACY, record["accuracy"], self.num_timesteps)
+        return True

@@ -1,0 +1,234 @@
+"""One factory for the SB3 agents of the lab: algorithm x encoder x optimizer, checked before anything trains.
+
+    model = make_agent("ppo", "CartPole-v1", "transformer", optimizer="adamw", weight_decay=0.01)
+    model = make_agent("a2c", "lab/DigitsBandit-v0", "conv", n_envs=8, vec_env="subproc")
+    model = make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", encoder_kwargs=dict(d_model=128),
+                       finetune="frozen", pretrained=bc_model.fusion.state_dict())
+
+Optimizers come from :func:`lab.optim.sb3_optimizer` (``Lab*`` classes: rank-based weight decay, per-group
+``lr_scale``), passed as SB3's ``optimizer_class`` / ``optimizer_kwargs``. ``optimizer=None`` picks what SB3
+itself would use, so the "mlp" encoder with default arguments *is* SB3's default agent:
+
+- PPO: Adam with ``eps=1e-5`` (SB3's ``ActorCriticPolicy`` default); A2C: RMSprop with ``alpha=0.99,
+  eps=1e-5, weight_decay=0`` (A2C's ``use_rms_prop=True`` default; giving A2C any ``optimizer_class``
+  turns that default off, so "rmsprop" here reproduces it and A2C's own ``use_rms_prop`` / ``rms_prop_eps``
+  arguments are refused); DQN: Adam with torch's defaults.
+- Named optimizers on PPO / A2C get ``eps=1e-5`` when they take an ``eps`` and are of the Adam family or
+  RMSprop (the optimizers SB3 itself uses on-policy); everything else keeps the registry's defaults.
+  ``optimizer_kwargs`` overrides any of these.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from agents.extractors import EXTRACTORS
+from agents.finetune import FinetuneConfig, load_pretrained, policy_class_for
+from lab.optim import get_optimizer_info, sb3_optimizer
+from lab.runtime import select_device
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+ENCODERS = ("mlp", *EXTRACTORS)  # "mlp": SB3's own default extractor (Flatten / CombinedExtractor), the baseline
+VEC_ENVS: dict[str, type] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+SB3_DEFAULT_LR = {"ppo": 3e-4, "a2c": 7e-4, "dqn": 1e-4}  # the algorithms' own defaults in SB3
+SB3_DEFAULT_OPTIMIZER = {"ppo": "adam", "a2c": "rmsprop", "dqn": "adam"}
+ON_POLICY_EPS = 1e-5  # SB3's eps for Adam (PPO/A2C policies) and RMSprop (A2C)
+
+
+class SuccessInfo(gym.Wrapper):
+    """Adds ``info["is_success"]`` at the end of each BabyAI episode (success = terminated with reward > 0).
+
+    SB3's ``EvalCallback`` and ``evaluate_policy`` read that key at episode ends to report a success rate.
+    """
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            info["is_success"] = bool(terminated) and float(reward) > 0.0  # envs.babyai.is_success
+        return obs, reward, terminated, truncated, info
+
+
+def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)`` after registering the ``lab/`` ids; BabyAI levels report success.
+
+    A module-level function, so ``functools.partial(make_env, env_id)`` pickles by reference into
+    ``SubprocVecEnv`` workers, which then import ``envs`` (and register the ids) themselves.
+    """
+    import envs  # noqa: F401  (registers lab/*)
+
+    env = gym.make(env_id, **env_kwargs)
+    if type(env.unwrapped).__module__.startswith("minigrid."):
+        env = SuccessInfo(env)
+    return env
+
+
+def make_agent(
+    algo: str,
+    env_id: str,
+    encoder: str | type[BaseFeaturesExtractor] = "mlp",
+    *,
+    optimizer: str | None = None,
+    lr: float | Callable[[float], float] | None = None,
+    weight_decay: float = 0.0,
+    optimizer_kwargs: Mapping[str, Any] | None = None,
+    n_envs: int = 1,
+    vec_env: str = "dummy",
+    seed: int | None = 0,
+    tensorboard_log: str | None = None,
+    encoder_kwargs: Mapping[str, Any] | None = None,
+    algo_kwargs: Mapping[str, Any] | None = None,
+    policy_kwargs: Mapping[str, Any] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    finetune: FinetuneConfig | Mapping[str, Any] | str | None = None,
+    pretrained: Any = None,
+    pretrained_head: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    verbose: int = 0,
+) -> BaseAlgorithm:
+    """Build an SB3 agent; every argument is checked (with a message naming what would work) before training.
+
+    Args:
+        algo: "ppo", "a2c" or "dqn" (DQN needs a Discrete action space).
+        env_id: a Gymnasium id; ``lab/`` ids are registered automatically.
+        encoder: "mlp" (SB3's default, the baseline), "transformer", "conv" or "fusion"; or any
+            ``BaseFeaturesExtractor`` subclass (e.g. a reference model for a benchmark).
+        optimizer: a name of :func:`lab.optim.optimizer_names`, or None for SB3's own choice (module docstring).
+        lr: learning rate or SB3 schedule; None -> the algorithm's SB3 default (PPO 3e-4, A2C 7e-4, DQN 1e-4).
+        weight_decay: applied to tensors of rank >= 2 only (lab.optim's rule).
+        optimizer_kwargs: extra optimizer keywords (betas, eps, momentum, ...).
+        n_envs, vec_env: number of parallel envs and "dummy" (in-process) or "subproc" (one process each).
+        seed: seeds SB3 (torch, numpy, envs); None for no seeding.
+        tensorboard_log: SB3's TensorBoard folder (``agents.train`` sets its own logger instead).
+        encoder_kwargs: ``features_extractor_kwargs`` of the encoder (e.g. d_model, num_layers, pooling).
+        algo_kwargs: other keywords of the SB3 algorithm (n_steps, batch_size, gamma, ...).
+        policy_kwargs: other policy keywords (net_arch, ...); not optimizer_class / features_extractor_class.
+        env_kwargs: keywords of ``gym.make``.
+        finetune: a strategy name or :class:`agents.finetune.FinetuneConfig` (or its dict): the policy then
+            freezes / groups its parameters itself, also after ``Algo.load``.
+        pretrained: the encoder's pretrained ``lab`` state dict (or a path), loaded into ``extractor.backbone``.
+        pretrained_head: an ``nn.Linear`` state dict for SB3's ``action_net`` (PPO/A2C).
+        device: "auto" (CUDA > MPS > CPU), "cpu", "cuda", ... (lab.runtime.select_device).
+        verbose: SB3's verbosity.
+    """
+    algo_class, config = _check_names(algo, encoder, optimizer, vec_env, finetune, pretrained, pretrained_head)
+    algo_kwargs = dict(algo_kwargs or {})
+    policy_kwargs = dict(policy_kwargs or {})
+    _check_kwargs(algo, encoder, encoder_kwargs, algo_kwargs, policy_kwargs)
+    if not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs must be a positive int, got {n_envs!r}")
+    torch_device = select_device(device)  # an unavailable device fails here, before any env starts
+    import envs  # noqa: F401  (registers lab/*)
+
+    gym.spec(env_id)  # an unknown id fails here, with gymnasium's suggestions, not inside a worker process
+    env = make_vec_env(functools.partial(make_env, env_id, **(env_kwargs or {})), n_envs=n_envs, seed=seed,
+                       vec_env_cls=VEC_ENVS[vec_env])
+    try:
+        _check_spaces(algo, encoder, env.observation_space, env.action_space, policy_kwargs, encoder_kwargs)
+        name = optimizer or SB3_DEFAULT_OPTIMIZER[algo]
+        optimizer_class, optimizer_kw = sb3_optimizer(
+            name, weight_decay, **{**_sb3_optimizer_defaults(algo, name), **(optimizer_kwargs or {})}
+        )
+        policy_kwargs.update(optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kw)
+        if encoder != "mlp":
+            extractor_kwargs = dict(encoder_kwargs or {})
+            if encoder == "conv" and policy_kwargs.get("normalize_images") is False:
+                extractor_kwargs.setdefault("normalized_image", True)  # what SB3 does for its NatureCNN
+            policy_kwargs.update(
+                features_extractor_class=_extractor_class(encoder), features_extractor_kwargs=extractor_kwargs
+            )
+        dict_obs = isinstance(env.observation_space, spaces.Dict)
+        if config is not None:
+            policy: Any = policy_class_for(algo_class)
+            policy_kwargs["finetune"] = config.to_dict()
+        else:
+            policy = "MultiInputPolicy" if dict_obs else "MlpPolicy"
+        model = algo_class(
+            policy, env, learning_rate=SB3_DEFAULT_LR[algo] if lr is None else lr, policy_kwargs=policy_kwargs,
+            seed=seed, tensorboard_log=tensorboard_log, device=torch_device, verbose=verbose, **algo_kwargs,
+        )
+        if pretrained is not None or pretrained_head is not None:
+            load_pretrained(model, pretrained, pretrained_head)
+    except BaseException:
+        env.close()
+        raise
+    return model
+
+
+def _check_names(algo, encoder, optimizer, vec_env, finetune, pretrained, pretrained_head):
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown algo {algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    is_class = isinstance(encoder, type) and issubclass(encoder, BaseFeaturesExtractor)
+    if not is_class and encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)} "
+                         "(or pass a BaseFeaturesExtractor subclass)")
+    if optimizer is not None:
+        get_optimizer_info(optimizer)  # ValueError listing the registered names
+    if vec_env not in VEC_ENVS:
+        raise ValueError(f"unknown vec_env {vec_env!r}; choose one of {', '.join(VEC_ENVS)}")
+    config = FinetuneConfig.coerce(finetune)
+    if config is not None:
+        if encoder == "mlp":
+            raise ValueError(f"fine-tuning strategy {config.strategy!r} needs a lab encoder: "
+                             f"choose encoder {', '.join(EXTRACTORS)}")
+        has_weights = pretrained is not None or pretrained_head is not None
+        if config.strategy == "scratch" and has_weights:
+            raise ValueError("strategy 'scratch' trains from random weights: drop pretrained / pretrained_head, "
+                             "or choose 'full', 'frozen', 'top' or 'discriminative'")
+        if config.strategy != "scratch" and pretrained is None:
+            raise ValueError(f"strategy {config.strategy!r} fine-tunes a pretrained encoder: pass pretrained= "
+                             "(a state dict or path), or use strategy 'scratch'")
+    return ALGORITHMS[algo], config
+
+
+def _check_kwargs(algo, encoder, encoder_kwargs, algo_kwargs, policy_kwargs) -> None:
+    if encoder == "mlp" and encoder_kwargs:
+        raise ValueError("encoder 'mlp' takes no encoder_kwargs (it is SB3's default extractor); set its hidden "
+                         "layers with policy_kwargs=dict(net_arch=...)")
+    taken = {"optimizer_class", "optimizer_kwargs", "features_extractor_class", "features_extractor_kwargs", "finetune"}
+    clash = sorted(taken & set(policy_kwargs))
+    if clash:
+        raise ValueError(f"policy_kwargs {clash} are set by make_agent: use optimizer= / optimizer_kwargs= / "
+                         "encoder= / encoder_kwargs= / finetune= instead")
+    own = {"policy", "env", "learning_rate", "policy_kwargs", "seed", "tensorboard_log", "device", "verbose"}
+    clash = sorted(own & set(algo_kwargs))
+    if clash:
+        raise ValueError(f"algo_kwargs {clash} are arguments of make_agent itself (learning_rate is lr=)")
+    if algo == "a2c" and {"use_rms_prop", "rms_prop_eps"} & set(algo_kwargs):
+        raise ValueError("A2C's use_rms_prop / rms_prop_eps are replaced by optimizer='rmsprop' (SB3's A2C "
+                         "default: alpha 0.99, eps 1e-5) and optimizer_kwargs=dict(eps=...)")
+
+
+def _check_spaces(algo, encoder, obs_space, action_space, policy_kwargs, encoder_kwargs) -> None:
+    if algo == "dqn" and not isinstance(action_space, spaces.Discrete):
+        raise ValueError(f"DQN needs a Discrete action space, got {action_space}; use 'ppo' or 'a2c' instead")
+    if encoder == "conv":
+        normalized = (encoder_kwargs or {}).get("normalized_image", policy_kwargs.get("normalize_images") is False)
+        EXTRACTORS["conv"].check_observation_space(obs_space, normalized)
+    elif encoder != "mlp" and hasattr(_extractor_class(encoder), "check_observation_space"):
+        _extractor_class(encoder).check_observation_space(obs_space)
+
+
+def _extractor_class(encoder: str | type[BaseFeaturesExtractor]) -> type[BaseFeaturesExtractor]:
+    return encoder if isinstance(encoder, type) else EXTRACTORS[encoder]
+
+
+def _sb3_optimizer_defaults(algo: str, name: str) -> dict[str, Any]:
+    """Keyword defaults that make a named optimizer behave as SB3's own choice for ``algo`` (module docstring)."""
+    info = get_optimizer_info(name)
+    if algo == "dqn" or not info.has_eps:
+        return {}
+    if name == "rmsprop":
+        return {"alpha": 0.99, "eps": ON_POLICY_EPS}
+    return {"eps": ON_POLICY_EPS} if info.has_betas else {}
+
+
+__all__ = ["ALGORITHMS", "ENCODERS", "SB3_DEFAULT_LR", "SB3_DEFAULT_OPTIMIZER", "SuccessInfo", "make_agent", "make_env"]

@@ -1,0 +1,201 @@
+"""The SB3 features extractors: observation-space checks, masking, layouts, normalisation, and tiny learn() runs."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.preprocessing import preprocess_obs
+
+import envs  # noqa: F401  (registers lab/*)
+from agents.extractors import (
+    ConvExtractor,
+    FeatureTokenizer,
+    FusionExtractor,
+    ObservationSpaceError,
+    TransformerExtractor,
+)
+from agents.factory import make_agent
+from lab.fusion import FusionTransformer
+
+HISTORY = spaces.Dict({"obs": spaces.Box(-5, 5, (6, 3), np.float32), "mask": spaces.MultiBinary(6)})
+
+
+def _history_batch(padding_fill: float) -> dict[str, torch.Tensor]:
+    """Two observations: an episode start (only the last slot real) and a step 3 (last three real)."""
+    obs = torch.randn(2, 6, 3)
+    mask = torch.tensor([[0, 0, 0, 0, 0, 1], [0, 0, 0, 1, 1, 1]], dtype=torch.float32)
+    obs = torch.where(mask.bool().unsqueeze(-1), obs, torch.full_like(obs, padding_fill))
+    return {"obs": obs, "mask": mask}
+
+
+# ------------------------------------------------------------------------------------------------ transformer
+@pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
+def test_history_output_ignores_the_padding_slots(pooling):
+    extractor = TransformerExtractor(HISTORY, pooling=pooling, d_model=16, num_heads=2, num_layers=2).eval()
+    torch.manual_seed(1)
+    zeros = _history_batch(0.0)
+    torch.manual_seed(1)
+    junk = _history_batch(123.0)  # same real slots, garbage in the padding
+    with torch.no_grad():
+        out_zeros, out_junk = extractor(zeros), extractor(junk)
+        real_changed = dict(zeros, obs=zeros["obs"].clone())
+        real_changed["obs"][:, -1] += 1.0
+        out_real = extractor(real_changed)
+    assert out_zeros.shape == (2, 16)
+    torch.testing.assert_close(out_zeros, out_junk)
+    assert not torch.allclose(out_zeros, out_real)  # the real observations do matter
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 8), real=st.integers(1, 8), pooling=st.sampled_from(["cls", "mean", "last"]),
+       fill=st.floats(-1e3, 1e3, allow_nan=False))
+def test_any_history_length_ignores_whatever_the_padding_holds(k, real, pooling, fill):
+    real = min(real, k)  # HistoryWrapper: after t steps the last min(t + 1, K) slots are real
+    space = spaces.Dict({"obs": spaces.Box(-5, 5, (k, 2), np.float32), "mask": spaces.MultiBinary(k)})
+    torch.manual_seed(0)
+    extractor = TransformerExtractor(space, pooling=pooling, d_model=8, num_heads=2).eval()
+    obs = torch.randn(1, k, 2)
+    mask = torch.zeros(1, k)
+    mask[:, k - real:] = 1
+    filled = obs.clone()
+    filled[:, : k - real] = fill
+    with torch.no_grad():
+        torch.testing.assert_close(extractor({"obs": obs, "mask": mask}), extractor({"obs": filled, "mask": mask}))
+
+
+def test_history_with_every_slot_marked_padding_still_sees_the_current_observation():
+    extractor = TransformerExtractor(HISTORY, pooling="mean", d_model=16, num_heads=2).eval()
+    batch = {"obs": torch.randn(3, 6, 3), "mask": torch.zeros(3, 6)}  # never produced by HistoryWrapper
+    with torch.no_grad():
+        out = extractor(batch)
+    assert torch.isfinite(out).all()
+
+
+def test_per_feature_tokens_give_each_feature_its_own_projection():
+    tokenizer = FeatureTokenizer(num_features=4, d_model=8)
+    x = torch.tensor([[1.0, 2.0, 0.0, -1.0]])
+    tokens = tokenizer(x.unsqueeze(-1))
+    assert tokens.shape == (1, 4, 8)
+    expected = x[0, 1] * tokenizer.value_weight[1] + tokenizer.feature_embedding[1]
+    torch.testing.assert_close(tokens[0, 1], expected)
+    torch.testing.assert_close(tokens[0, 2], tokenizer.feature_embedding[2])  # a zero feature is its identity
+
+
+def test_flat_box_output_depends_on_which_feature_holds_a_value():
+    extractor = TransformerExtractor(spaces.Box(-1, 1, (4,)), d_model=16, num_heads=2).eval()
+    with torch.no_grad():
+        a = extractor(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+        b = extractor(torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
+    assert a.shape == (1, 16) and not torch.allclose(a, b)
+
+
+def test_transformer_rejects_spaces_it_cannot_encode_and_says_what_works():
+    with pytest.raises(ObservationSpaceError, match="HistoryWrapper"):
+        TransformerExtractor(spaces.Box(0, 255, (8, 8, 1), np.uint8))
+    with pytest.raises(ObservationSpaceError, match="fusion"):
+        TransformerExtractor(gym.make("lab/BabyAI-GoToRedBallGrey-v0").observation_space)
+    with pytest.raises(ValueError, match="pooling 'last' needs a sequence"):
+        TransformerExtractor(spaces.Box(-1, 1, (4,)), pooling="last")
+    with pytest.raises(TypeError, match="valid: d_model"):
+        TransformerExtractor(spaces.Box(-1, 1, (4,)), d_modle=32)
+
+
+# ------------------------------------------------------------------------------------------------------- conv
+def test_conv_channel_last_and_channel_first_images_give_the_same_features():
+    first = ConvExtractor(spaces.Box(0, 255, (1, 8, 8), np.uint8), features_dim=32)
+    last = ConvExtractor(spaces.Box(0, 255, (8, 8, 1), np.uint8), features_dim=32)
+    last.load_state_dict(first.state_dict())  # same parameter shapes: only the layout differs
+    images = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(first(images), last(images.permute(0, 2, 3, 1)))
+
+
+def test_conv_lets_sb3_scale_uint8_images_and_never_divides_again():
+    model = make_agent("ppo", "lab/DigitsBandit-v0", "conv", device="cpu", encoder_kwargs=dict(features_dim=32))
+    extractor = model.policy.features_extractor
+    assert extractor.convnet.config.norm == "group"  # the RL default (train/eval switching, batch size 1)
+    raw = torch.as_tensor(np.stack([model.observation_space.sample() for _ in range(3)]))  # uint8 (3, 1, 8, 8)
+    with torch.no_grad():
+        via_policy = model.policy.extract_features(raw)  # SB3's preprocess_obs divides by 255 once
+        by_hand = extractor.projection(extractor.convnet(raw.float() / 255.0))
+        doubled = extractor.projection(extractor.convnet(raw.float() / 255.0 / 255.0))
+    torch.testing.assert_close(via_policy, by_hand)
+    assert not torch.allclose(via_policy, doubled)
+
+
+def test_conv_with_normalize_images_false_is_told_its_inputs_are_normalised():
+    model = make_agent("ppo", "lab/DigitsBandit-v0", "conv", device="cpu", policy_kwargs=dict(normalize_images=False))
+    assert model.policy.features_extractor_kwargs["normalized_image"] is True
+    float_images = spaces.Box(-1.0, 1.0, (3, 16, 16), np.float32)
+    with pytest.raises(ObservationSpaceError, match="normalized_image=True"):
+        ConvExtractor(float_images)
+    assert ConvExtractor(float_images, normalized_image=True)(torch.zeros(2, 3, 16, 16)).shape == (2, 128)
+
+
+def test_conv_rejects_non_images_and_too_small_images():
+    with pytest.raises(ObservationSpaceError, match="needs an image"):
+        ConvExtractor(spaces.Box(-1, 1, (4,)))
+    with pytest.raises(ObservationSpaceError, match="too small"):
+        ConvExtractor(spaces.Box(0, 255, (1, 2, 2), np.uint8), strides=(2, 2, 2))
+
+
+# ----------------------------------------------------------------------------------------------------- fusion
+def test_fusion_exposes_its_fusion_transformer_and_matches_the_shared_babyai_mapping():
+    from envs.babyai_fusion import babyai_fusion_inputs
+
+    env = gym.make("lab/BabyAI-GoToRedBallGrey-v0")
+    extractor = FusionExtractor(env.observation_space, d_model=32, num_heads=4).eval()
+    assert isinstance(extractor.fusion, FusionTransformer) and extractor.features_dim == 32
+    pretrained = FusionTransformer(extractor.fusion.config)
+    extractor.fusion.load_state_dict(pretrained.state_dict())  # a BC encoder's state dict loads directly
+
+    obs = [env.reset(seed=s)[0] for s in range(3)]
+    raw = {k: torch.as_tensor(np.stack([o[k] for o in obs])) for k in obs[0]}
+    sb3 = preprocess_obs(raw, env.observation_space)  # what the policy hands the extractor: floats, one-hot direction
+    inputs, masks = babyai_fusion_inputs(raw["image"], raw["direction"], raw["mission"])
+    buffer_style = dict(sb3, direction=sb3["direction"].unsqueeze(1))  # SB3's rollout buffer: (B, 1, 4)
+    with torch.no_grad():
+        expected = pretrained(inputs, masks).fused
+        torch.testing.assert_close(extractor(sb3), expected)
+        torch.testing.assert_close(extractor(buffer_style), expected)
+
+
+def test_fusion_accepts_a_generic_dict_and_rejects_a_box():
+    space = spaces.Dict({
+        "state": spaces.Box(-1, 1, (3,)), "frames": spaces.Box(-1, 1, (5, 2)), "mode": spaces.Discrete(4),
+    })
+    extractor = FusionExtractor(space, d_model=16, num_heads=2)
+    samples = [space.sample() for _ in range(2)]
+    batch = preprocess_obs({k: torch.as_tensor(np.stack([s[k] for s in samples])) for k in space.spaces}, space)
+    assert extractor(batch).shape == (2, 16)
+    with pytest.raises(ObservationSpaceError, match="encoder 'transformer'"):
+        FusionExtractor(spaces.Box(-1, 1, (4,)))
+
+
+# ---------------------------------------------------------------------------------------------- tiny learning
+CASES = [  # (env, encoder, encoder_kwargs)
+    ("CartPole-v1", "transformer", {}),
+    ("lab/CartPoleNoVelHistory-v1", "transformer", {"pooling": "last"}),
+    ("lab/DigitsBandit-v0", "conv", {"channels": (8, 16), "strides": (1, 2), "features_dim": 32}),
+    ("lab/BabyAI-GoToRedBallGrey-v0", "fusion", {}),
+]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+@pytest.mark.parametrize("env_id,encoder,encoder_kwargs", CASES, ids=[c[1] + "-" + c[0] for c in CASES])
+def test_each_extractor_trains_with_each_algorithm(
+    env_id, encoder, encoder_kwargs, algo, tiny_algo_kwargs, tiny_transformer, track
+):
+    if encoder in ("transformer", "fusion"):
+        encoder_kwargs = {**tiny_transformer, **encoder_kwargs}
+    model = make_agent(algo, env_id, encoder, seed=0, device="cpu", encoder_kwargs=encoder_kwargs,
+                       algo_kwargs=tiny_algo_kwargs[algo])
+    extractor = model.policy.q_net.features_extractor if algo == "dqn" else model.policy.features_extractor
+    tracker = track(extractor)
+    model.learn(64)
+    changed = tracker.changed()
+    assert sum(changed.values()) > len(changed) // 2, "gradients should reach most extractor parameters"
+    model.get_env().close()

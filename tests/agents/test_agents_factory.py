@@ -1,0 +1,137 @@
+"""make_agent: SB3 parity of the default optimizers, every lab optimizer, save/load, and early errors."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, DQN, PPO
+
+import envs  # noqa: F401  (registers lab/*)
+from agents.callbacks import save_model_atomic
+from agents.extractors import ObservationSpaceError
+from agents.factory import make_agent
+from lab.optim import OPTIMIZERS, optimizer_names
+
+
+def _params(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.policy.parameters()]
+
+
+# ------------------------------------------------------------------------------------------ SB3's defaults
+@pytest.mark.parametrize("algo,sb3_class", [("a2c", A2C), ("ppo", PPO)])
+def test_default_optimizer_reproduces_sb3s_own_agent_exactly(algo, sb3_class, tiny_algo_kwargs):
+    """optimizer=None maps to SB3's choice (A2C: RMSprop alpha 0.99 eps 1e-5; PPO: Adam eps 1e-5): same updates."""
+    ours = make_agent(algo, "CartPole-v1", seed=3, device="cpu", algo_kwargs=tiny_algo_kwargs[algo])
+    theirs = sb3_class("MlpPolicy", ours.get_env(), seed=3, device="cpu", **tiny_algo_kwargs[algo])
+    expected_class = torch.optim.RMSprop if algo == "a2c" else torch.optim.Adam
+    assert type(theirs.policy.optimizer) is expected_class and isinstance(ours.policy.optimizer, expected_class)
+    for a, b in zip(_params(ours), _params(theirs)):
+        torch.testing.assert_close(a, b)  # same seed, same initial weights
+    for model in (ours, theirs):  # the same env object, re-seeded (torch, numpy, env) before each run
+        model.set_random_seed(3)
+        model.learn(64)
+    for a, b in zip(_params(ours), _params(theirs)):
+        torch.testing.assert_close(a, b)
+
+
+def test_rmsprop_on_a2c_is_sb3s_default_and_adam_family_on_policy_gets_eps_1e5():
+    a2c = make_agent("a2c", "CartPole-v1", optimizer="rmsprop", device="cpu")
+    assert a2c.policy.optimizer_kwargs == {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0.0}
+    ppo = make_agent("ppo", "CartPole-v1", optimizer="adamw", weight_decay=0.01, device="cpu")
+    assert ppo.policy.optimizer_kwargs == {"eps": 1e-5, "weight_decay": 0.01}
+    dqn = make_agent("dqn", "CartPole-v1", optimizer="adam", device="cpu")
+    assert dqn.policy.optimizer_kwargs == {"weight_decay": 0.0}  # SB3's DQN keeps torch's eps
+
+
+@pytest.mark.parametrize("name", optimizer_names())
+def test_every_lab_optimizer_trains_a_transformer_policy(name, tiny_transformer, tiny_algo_kwargs, track):
+    model = make_agent("ppo", "CartPole-v1", "transformer", optimizer=name, weight_decay=0.01, device="cpu", seed=0,
+                       encoder_kwargs=tiny_transformer, algo_kwargs=tiny_algo_kwargs["ppo"])
+    assert type(model.policy.optimizer) is OPTIMIZERS[name].lab_cls
+    tracker = track(model.policy)
+    model.learn(32)
+    assert any(tracker.changed().values())
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+def _observation_after(env_id: str, steps: int):
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=steps)
+    env.action_space.seed(steps)
+    for _ in range(steps):
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            break
+    return obs
+
+
+SAVE_CASES = [
+    ("ppo", "CartPole-v1", "transformer", PPO),
+    ("a2c", "lab/CartPoleNoVelHistory-v1", "transformer", A2C),
+    ("dqn", "lab/DigitsBandit-v0", "conv", DQN),
+    ("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", PPO),
+]
+
+
+@pytest.mark.parametrize("algo,env_id,encoder,cls", SAVE_CASES, ids=[f"{c[0]}-{c[2]}" for c in SAVE_CASES])
+def test_saved_agents_load_and_predict_identically(algo, env_id, encoder, cls, tmp_path, tiny_algo_kwargs):
+    kwargs = {"channels": (8, 16), "strides": (1, 2)} if encoder == "conv" else {"d_model": 16, "num_heads": 2}
+    model = make_agent(algo, env_id, encoder, seed=0, device="cpu", encoder_kwargs=kwargs,
+                       algo_kwargs=tiny_algo_kwargs[algo])
+    model.learn(32)
+    path = save_model_atomic(model, tmp_path / "model.zip")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]  # no temporary file left behind
+    loaded = cls.load(path, device="cpu")
+    observations = [_observation_after(env_id, steps) for steps in range(8)]  # episode starts and later steps
+    batch = (
+        {k: np.stack([o[k] for o in observations]) for k in observations[0]} if isinstance(observations[0], dict)
+        else np.stack(observations)
+    )
+    actions, _ = model.predict(batch, deterministic=True)
+    loaded_actions, _ = loaded.predict(batch, deterministic=True)
+    np.testing.assert_array_equal(actions, loaded_actions)
+    obs_tensor, _ = model.policy.obs_to_tensor(batch)
+    with torch.no_grad():  # the numbers behind the actions, not only their argmax
+        scores = (lambda m: m.policy.q_net(obs_tensor)) if algo == "dqn" else (
+            lambda m: m.policy.get_distribution(obs_tensor).distribution.logits)
+        torch.testing.assert_close(scores(model), scores(loaded), rtol=0, atol=0)
+    model.get_env().close()
+
+
+# ------------------------------------------------------------------------------------------------ bad arguments
+@pytest.mark.parametrize(
+    "args,kwargs,error,match",
+    [
+        (("ppo", "CartPole-v1", "lstm"), {}, ValueError, "choose one of mlp, transformer, conv, fusion"),
+        (("sac", "CartPole-v1"), {}, ValueError, "choose one of ppo, a2c, dqn"),
+        (("ppo", "CartPole-v1"), {"optimizer": "lion"}, ValueError, "choose one of sgd, .*nadam"),
+        (("ppo", "CartPole-v1"), {"vec_env": "ray"}, ValueError, "choose one of dummy, subproc"),
+        (("ppo", "CartPole-v1", "conv"), {}, ObservationSpaceError, "needs an image"),
+        (("ppo", "CartPole-v1", "fusion"), {}, ObservationSpaceError, "needs a Dict .* use encoder 'transformer'"),
+        (("ppo", "lab/DigitsBandit-v0", "transformer"), {}, ObservationSpaceError, "for images use encoder 'conv'"),
+        (("dqn", "Pendulum-v1"), {}, ValueError, "DQN needs a Discrete action space.*use 'ppo' or 'a2c'"),
+        (("ppo", "CartPole-v1"), {"encoder_kwargs": {"d_model": 8}}, ValueError, "'mlp' takes no encoder_kwargs"),
+        (("ppo", "CartPole-v1", "transformer"), {"encoder_kwargs": {"layers": 2}}, TypeError, "valid: d_model"),
+        (("ppo", "CartPole-v1"), {"policy_kwargs": {"optimizer_class": torch.optim.SGD}}, ValueError, "use optimizer="),
+        (("a2c", "CartPole-v1"), {"algo_kwargs": {"use_rms_prop": False}}, ValueError, "optimizer='rmsprop'"),
+        (("ppo", "CartPole-v1"), {"optimizer_kwargs": {"momentun": 0.9}}, TypeError, "does not accept 'momentun'"),
+        (("ppo", "CartPole-v1"), {"n_envs": 0}, ValueError, "n_envs must be a positive int"),
+        (("ppo", "lab/CartPole-v1"), {"vec_env": "subproc"}, gym.error.NameNotFound, "Did you mean"),
+    ],
+)
+def test_bad_arguments_fail_before_training_with_a_message_saying_what_works(args, kwargs, error, match, monkeypatch):
+    monkeypatch.setattr(PPO, "learn", lambda *a, **k: pytest.fail("trained despite a bad argument"))
+    with pytest.raises(error, match=match):
+        make_agent(*args, device="cpu", **kwargs)
+
+
+def test_subprocess_envs_register_the_lab_ids_themselves(tiny_algo_kwargs):
+    model = make_agent("a2c", "lab/CartPoleNoVelHistory-v1", "transformer", n_envs=2, vec_env="subproc", device="cpu",
+                       encoder_kwargs={"d_model": 16, "num_heads": 2}, algo_kwargs=tiny_algo_kwargs["a2c"])
+    try:
+        model.learn(32)
+        assert model.num_timesteps >= 32
+    finally:
+        model.get_env().close()
