@@ -46,6 +46,11 @@ class TransformerConfig:
         return kwargs
 
 
+def _dropout(p: float) -> nn.Module:
+    # Identity when p == 0: the same function, one module call less per use (it adds up in RL rollouts).
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
@@ -75,12 +80,12 @@ class EncoderLayer(nn.Module):
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = _dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = _dropout(dropout)
+        self.dropout2 = _dropout(dropout)
         self.activation = _activation(activation)
 
     def forward(
@@ -127,14 +132,14 @@ class DecoderLayer(nn.Module):
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
         self.multihead_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = _dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout1 = _dropout(dropout)
+        self.dropout2 = _dropout(dropout)
+        self.dropout3 = _dropout(dropout)
         self.activation = _activation(activation)
 
     def forward(

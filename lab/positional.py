@@ -15,7 +15,7 @@ class _PositionalEncoding(nn.Module):
         if d_model <= 0 or max_len <= 0:
             raise ValueError(f"d_model and max_len must be positive, got {d_model} and {max_len}")
         self.d_model, self.max_len = d_model, max_len
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # skip a no-op call
 
     def table(self) -> Tensor:  # (max_len, D)
         raise NotImplementedError
@@ -74,7 +74,7 @@ def make_positional_encoding(kind: str, d_model: int, max_len: int, dropout: flo
 class _NoPositionalEncoding(nn.Module):
     def __init__(self, dropout: float) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # skip a no-op call
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         return self.dropout(x)
