@@ -8,11 +8,9 @@ file as SB3, through the ``SummaryWriter`` of the model's TensorBoard logger.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -20,6 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 
 from lab import tags
+from lab.io import atomic_write
 from lab.optim import effective_lrs
 
 
@@ -29,27 +28,6 @@ def tensorboard_writer(logger: Logger) -> Any | None:
         if isinstance(output, TensorBoardOutputFormat):
             return output.writer
     return None
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
-    """Call ``write(file)`` so that ``path`` always holds either the previous file or the complete new one.
-
-    Writes to a temporary file in the same directory (``os.replace`` is atomic within one filesystem),
-    fsyncs it and renames it over ``path``; on failure the temporary file is removed and ``path`` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_model_atomic(model: BaseAlgorithm, path: str | os.PathLike) -> Path:

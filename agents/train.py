@@ -39,11 +39,12 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.callbacks import (
-    AtomicCheckpointCallback, EvalTagsCallback, LabTagsCallback, atomic_write, save_model_atomic, tensorboard_writer,
+    AtomicCheckpointCallback, EvalTagsCallback, LabTagsCallback, save_model_atomic, tensorboard_writer,
 )
 from agents.factory import make_agent, make_env
 from agents.finetune import FinetuneConfig, read_state_dict
 from lab import tags
+from lab.io import write_json
 from lab.optim import optimizer_names
 from lab.runtime import count_parameters, run_name
 from lab.tags import hparams_markdown
@@ -226,7 +227,7 @@ def train(built: Setup) -> dict[str, Any]:
         "trainable_params": count_parameters(model.policy, trainable_only=True),
         "final_eval": final, "eval_history": eval_tags.history, "hyperparameters": hparams,
     }
-    atomic_write(run_dir / "results.json", lambda f: f.write(json.dumps(results, indent=2, default=str).encode()))
+    write_json(run_dir / "results.json", results)
     return results
 
 

@@ -8,7 +8,6 @@ the mission words (padding trimmed to the longest mission in the batch and maske
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from envs.babyai import IMAGE_HIGH

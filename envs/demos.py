@@ -30,10 +30,9 @@ import importlib.metadata
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -41,13 +40,13 @@ from minigrid.utils.baby_ai_bot import BabyAIBot
 from tqdm.auto import tqdm
 
 from envs.babyai import is_success, silence_stdout
+from lab.io import TMP_SUFFIX, atomic_write
 from envs.tokenizer import DEFAULT_MAX_LEN, VOCAB_HASH, VOCAB_VERSION, MissionTokenizer
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_SHARD_SIZE = 1000  # ~6k steps, ~1 MB for GoToRedBallGrey: few files, little lost on a crash
 SEED_RULE = "int(np.random.SeedSequence([base_seed, attempt]).generate_state(1)[0])"
-_TMP_SUFFIX = ".tmp"
 # Fields that must match for a directory to be extended; anything else would mix incompatible data.
 IDENTITY_FIELDS = ("format_version", "level", "base_seed", "shard_size", "max_len", "vocab_version",
                    "vocab_hash", "minigrid_version")
@@ -102,19 +101,6 @@ def run_bot_episode(env: gym.Env, seed: int, attempt: int = 0) -> tuple[Episode 
     return episode, "success"
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through ``write(file)`` to ``path + .tmp``, fsync, then rename over ``path``."""
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_shard(path: Path, episodes: list[Episode], tokenizer: MissionTokenizer) -> None:
     if tokenizer.vocab_size > 256:
         raise ValueError("mission ids are stored as uint8; the vocabulary has grown past 256 words")
@@ -129,7 +115,7 @@ def _write_shard(path: Path, episodes: list[Episode], tokenizer: MissionTokenize
         "mission": tokenizer.encode_batch([e.mission_text for e in episodes]).astype(np.uint8),
         "mission_text": np.array([e.mission_text for e in episodes], dtype=str),
     }
-    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def _read_shard(path: Path) -> dict[str, np.ndarray]:
@@ -161,7 +147,7 @@ def read_manifest(out: str | os.PathLike) -> dict[str, Any] | None:
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     _summarize(manifest)
     text = json.dumps(manifest, indent=1)
-    _atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
+    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
 
 
 def _summarize(manifest: dict[str, Any]) -> None:
@@ -222,7 +208,7 @@ def collect_demos(
         raise ValueError(f"need episodes >= 0 and shard_size >= 1, got {episodes} and {shard_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"*{_TMP_SUFFIX}"):  # left by a crash between writing and renaming
+    for stale in out.glob(f".*{TMP_SUFFIX}"):  # left by a crash between writing and renaming
         stale.unlink()
     identity = _identity(level, seed, shard_size, max_len)
     manifest = read_manifest(out)

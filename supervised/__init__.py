@@ -1,6 +1,6 @@
 """Supervised tasks and their one trainer: ``fit(task)`` writes TensorBoard events, metrics, checkpoints and
 ``results.json`` for any :class:`Task`; ``python -m supervised.train TASK --help`` runs them from the shell."""
-from supervised.checkpoint import atomic_save, load_checkpoint, resolve_checkpoint
+from supervised.checkpoint import load_checkpoint, resolve_checkpoint
 from supervised.configs import ConfigError, TrainConfig
 from supervised.digits import DigitsConfig, DigitsDataConfig, DigitsNetConfig, DigitsTask
 from supervised.logger import read_metrics

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +18,6 @@ from supervised.configs import ConfigError
 LAST = "last.pt"  # the most recent checkpoint of a run: what --train.resume DIR continues from
 BEST = "best.pt"  # the checkpoint with the best validation accuracy so far
 FORMAT_VERSION = 1
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` so that ``path`` is always either the old file or the complete new one.
-
-    Writes a temporary file in the same directory (``os.replace`` is atomic only within one filesystem),
-    flushes and fsyncs it, then renames it over ``path``. On any failure the temporary file is removed and
-    the exception propagates; an existing ``path`` is untouched.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)  # make the rename itself durable
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not possible on every platform (e.g. Windows); the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def resolve_checkpoint(path_or_run_dir: str | os.PathLike) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import tags
+from lab.io import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -61,7 +62,7 @@ class RunLogger:
         with open(self.metrics_path, encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
         kept = [r for r in records if r["step"] <= step and r["kind"] != "final"]
-        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, kind: str, step: int, samples: int, values: Mapping[str, float]) -> None:
         """One record: each value with a known tag goes to TensorBoard, all of them to ``metrics.jsonl``."""
@@ -85,13 +86,3 @@ def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[di
     with open(Path(run_dir) / METRICS_FILE, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     return [r for r in records if kind is None or r["kind"] == kind]
-
-
-def write_json(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 
 from lab.optim import effective_lrs, make_optimizer
 from lab.runtime import autocast, num_threads, run_name, seed_everything, select_device
-from supervised.checkpoint import BEST, FORMAT_VERSION, LAST, atomic_save, load_checkpoint, resolve_checkpoint
+from lab.io import atomic_torch_save, write_json
+from supervised.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolve_checkpoint
 from supervised.checkpoint import rng_state, set_rng_state
 from supervised.configs import RUNTIME_FIELDS, ConfigError, config_to_dict, differences, flatten
-from supervised.logger import CONFIG_FILE, RESULTS_FILE, RunLogger, write_json
+from supervised.logger import CONFIG_FILE, RESULTS_FILE, RunLogger
 from supervised.task import InMemoryDataset, Task
 
 
@@ -311,7 +312,7 @@ class Trainer:
         if not finite:  # unreachable while the loss and gradient checks hold; never save a diverged state
             raise NonFiniteLossError(f"refusing to write {path}: the model holds NaN / inf values",
                                      step=self.progress.step, checkpoint=self.last_checkpoint)
-        atomic_save({
+        atomic_torch_save({
             "format_version": FORMAT_VERSION,
             "task": self.task.name,
             "experiment": self.experiment,

@@ -125,7 +125,7 @@ def _crashing_writer(real_write, crash_at):
             f.write(b"PK\x03\x04 truncated")
             raise KeyboardInterrupt
 
-        demos._atomic_write(path, half_written)
+        demos.atomic_write(path, half_written)
 
     return write
 
@@ -141,7 +141,7 @@ def test_crash_while_writing_leaves_complete_shards_only_and_resume_recovers(tmp
     assert load_demos(tmp_path / "crashed").num_episodes == 16
 
     monkeypatch.setattr(demos, "_write_shard", real_write)
-    (tmp_path / "crashed" / "shard_00002.npz.tmp").write_bytes(b"left by a killed process")
+    (tmp_path / "crashed" / ".shard_00002.npz.x1y2z3.tmp").write_bytes(b"left by a killed process")
     collect(tmp_path / "crashed", 30)
     collect(tmp_path / "direct", 30)
     assert_same_demos(load_demos(tmp_path / "crashed"), load_demos(tmp_path / "direct"))

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from supervised.checkpoint import atomic_save, load_checkpoint
+from lab.io import atomic_torch_save as atomic_save
+from supervised.checkpoint import load_checkpoint
 from supervised.configs import ConfigError
 from supervised.digits import DigitsTask
 from supervised.logger import read_metrics
