@@ -45,6 +45,10 @@ IMAGE_HIGH = np.array(
 )
 
 
+NUM_ACTIONS = 7  # minigrid's action set: left, right, forward, pickup, drop, toggle, done
+NO_ACTION = NUM_ACTIONS  # the ``prev_actions`` id of slots before the episode start
+
+
 @contextlib.contextmanager
 def silence_stdout() -> Iterator[None]:
     """Swallow ``print`` output (minigrid's "Sampling rejected: ..." during mission generation)."""
@@ -61,17 +65,23 @@ class BabyAIObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
     """Dict observation ``{"image", "direction", "mission"}`` with the mission as int64 token ids.
 
     Spaces: ``image`` Box uint8 (H, W, 3) in [0, IMAGE_HIGH] (raw indices, see the module docstring),
-    ``direction`` Discrete(4), ``mission`` Box int64 (max_len,) padded with 0. Words outside the BabyAI
+    ``direction`` Discrete(4), ``mission`` Box int64 (max_len,) padded with 0 and, with ``action_history=k > 0``,
+    ``prev_actions`` Box int64 (k,): slot j holds the action taken j + 1 steps ago, :data:`NO_ACTION` before the
+    episode start (a reactive policy's only memory: it lets it notice it is turning in circles). Words outside the BabyAI
     vocabulary (non-BabyAI MiniGrid missions) become ``<unk>``; a mission longer than ``max_len`` raises
     :class:`envs.tokenizer.MissionTooLongError`. Anything the level prints during reset is discarded.
 
     Args:
         env: a MiniGrid / BabyAI env with minigrid's Dict observation.
         max_len: padded mission length (the default fits every BabyAI mission).
+        action_history: how many previous actions to add as ``prev_actions`` (0: none).
     """
 
-    def __init__(self, env: gym.Env, max_len: int = DEFAULT_MAX_LEN) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, max_len=max_len)  # lets env.spec re-create the wrapper
+    def __init__(self, env: gym.Env, max_len: int = DEFAULT_MAX_LEN, action_history: int = 0) -> None:
+        if action_history < 0:
+            raise ValueError(f"action_history must be >= 0, got {action_history}")
+        # lets env.spec re-create the wrapper
+        gym.utils.RecordConstructorArgs.__init__(self, max_len=max_len, action_history=action_history)
         gym.ObservationWrapper.__init__(self, env)
         inner = env.observation_space
         if not isinstance(inner, spaces.Dict) or not {"image", "direction", "mission"} <= set(inner.spaces):
@@ -80,37 +90,52 @@ class BabyAIObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         if len(image.shape) != 3 or image.shape[-1] != len(IMAGE_HIGH):
             raise ValueError(f"expected a symbolic (H, W, 3) image, got shape {image.shape} (an RGB wrapper?)")
         self.tokenizer = MissionTokenizer(max_len)
-        self.observation_space = spaces.Dict(
-            {
-                "image": spaces.Box(0, np.broadcast_to(IMAGE_HIGH, image.shape), dtype=np.uint8),
-                "direction": spaces.Discrete(4),
-                "mission": spaces.Box(0, self.tokenizer.vocab_size - 1, shape=(max_len,), dtype=np.int64),
-            }
-        )
+        observation_spaces = {
+            "image": spaces.Box(0, np.broadcast_to(IMAGE_HIGH, image.shape), dtype=np.uint8),
+            "direction": spaces.Discrete(4),
+            "mission": spaces.Box(0, self.tokenizer.vocab_size - 1, shape=(max_len,), dtype=np.int64),
+        }
+        if action_history:
+            observation_spaces["prev_actions"] = spaces.Box(0, NO_ACTION, shape=(action_history,), dtype=np.int64)
+        self.observation_space = spaces.Dict(observation_spaces)
+        self.action_history = action_history
+        self._prev_actions = np.full(action_history, NO_ACTION, dtype=np.int64)
         self._mission_text: str | None = None
         self._mission_ids = np.zeros(max_len, dtype=np.int64)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._prev_actions[:] = NO_ACTION
         with silence_stdout():
             return super().reset(seed=seed, options=options)
+
+    def step(self, action: Any):
+        if self.action_history:  # shift before the observation of the new step is built
+            self._prev_actions[1:] = self._prev_actions[:-1].copy()
+            self._prev_actions[0] = int(action)
+        return super().step(action)
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         mission = observation["mission"]
         if mission != self._mission_text:  # encode once per episode, not once per step
             self._mission_ids = self.tokenizer.encode(mission)
             self._mission_text = mission
-        return {
+        out = {
             "image": observation["image"],
             "direction": int(observation["direction"]),
             "mission": self._mission_ids.copy(),
         }
+        if self.action_history:
+            out["prev_actions"] = self._prev_actions.copy()
+        return out
 
 
-def make_babyai_env(level: str, max_len: int = DEFAULT_MAX_LEN, **kwargs: Any) -> BabyAIObservation:
+def make_babyai_env(
+    level: str, max_len: int = DEFAULT_MAX_LEN, action_history: int = 0, **kwargs: Any
+) -> BabyAIObservation:
     """``gym.make(level, **kwargs)`` wrapped in :class:`BabyAIObservation`; any MiniGrid / BabyAI id works."""
     if level not in gym.registry:  # importing minigrid (above) registered every MiniGrid-* and BabyAI-* id
         raise gym.error.NameNotFound(f"{level!r} is not registered; BabyAI ids look like 'BabyAI-GoToRedBallGrey-v0'")
-    return BabyAIObservation(gym.make(level, **kwargs), max_len=max_len)
+    return BabyAIObservation(gym.make(level, **kwargs), max_len=max_len, action_history=action_history)
 
 
 def babyai_levels() -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from envs.babyai import IMAGE_HIGH
+from envs.babyai import IMAGE_HIGH, NO_ACTION
 from envs.tokenizer import DEFAULT_MAX_LEN, PAD_ID, VOCAB_SIZE
 from lab.fusion import ModalitySpec
 
@@ -18,20 +18,27 @@ IMAGE_VOCAB = int(IMAGE_HIGH.max()) + 1  # one table for the three fields: indic
 VIEW_CELLS = 7 * 7
 
 
-def babyai_modalities(max_mission_len: int = DEFAULT_MAX_LEN) -> list[ModalitySpec]:
-    """The three modalities of a BabyAI observation, in the order the fusion encoder sees them."""
-    return [
+def babyai_modalities(max_mission_len: int = DEFAULT_MAX_LEN, action_history: int = 0) -> list[ModalitySpec]:
+    """The modalities of a BabyAI observation, in the order the fusion encoder sees them: image, direction,
+    mission and, with ``action_history=k > 0``, the k previous actions (ids 0..6, ``NO_ACTION`` = 7)."""
+    modalities = [
         ModalitySpec("image", "tokens", size=IMAGE_VOCAB, max_len=VIEW_CELLS, num_fields=3),
         ModalitySpec("direction", "tokens", size=4, max_len=1),
         ModalitySpec("mission", "tokens", size=VOCAB_SIZE, max_len=max_mission_len),
     ]
+    if action_history:
+        modalities.append(ModalitySpec("prev_actions", "tokens", size=NO_ACTION + 1, max_len=action_history))
+    return modalities
 
 
-def babyai_fusion_inputs(image: Tensor, direction: Tensor, mission: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def babyai_fusion_inputs(
+    image: Tensor, direction: Tensor, mission: Tensor, prev_actions: Tensor | None = None
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Observation tensors -> (inputs, padding_masks) for ``FusionTransformer``.
 
     Accepts raw arrays (image uint8 (B, 7, 7, 3), integer direction (B,), mission int (B, L)) and SB3's
-    preprocessed ones (floats; direction one-hot (B, 4) at rollout time, (B, 1, 4) from the rollout buffer). Mission padding beyond the longest mission of the batch is cut:
+    preprocessed ones (floats; direction one-hot (B, 4) at rollout time, (B, 1, 4) from the rollout buffer).
+    ``prev_actions`` (B, k), when the observation has it, becomes a modality of its own (never padded). Mission padding beyond the longest mission of the batch is cut:
     padded tokens are masked anyway, and a 5-word mission then costs 5 tokens instead of ``max_len``.
     """
     if image.dim() != 4 or image.shape[-1] != 3:
@@ -47,7 +54,10 @@ def babyai_fusion_inputs(image: Tensor, direction: Tensor, mission: Tensor) -> t
     pad = mission == PAD_ID
     length = max(int((~pad).sum(dim=1).max()), 1) if mission.numel() else 1
     mission, pad = mission[:, :length], pad[:, :length]
-    return {"image": cells, "direction": direction, "mission": mission}, {"mission": pad}
+    inputs = {"image": cells, "direction": direction, "mission": mission}
+    if prev_actions is not None:
+        inputs["prev_actions"] = _as_ids(prev_actions.reshape(batch, -1))
+    return inputs, {"mission": pad}
 
 
 def _as_ids(t: Tensor) -> Tensor:

@@ -39,7 +39,7 @@ import numpy as np
 from minigrid.utils.baby_ai_bot import BabyAIBot
 from tqdm.auto import tqdm
 
-from envs.babyai import is_success, silence_stdout
+from envs.babyai import NO_ACTION, is_success, silence_stdout
 from lab.io import TMP_SUFFIX, atomic_write
 from envs.tokenizer import DEFAULT_MAX_LEN, VOCAB_HASH, VOCAB_VERSION, MissionTokenizer
 
@@ -319,6 +319,17 @@ class DemoSet:
     def step_mission(self) -> np.ndarray:
         """Token ids per step, int64 (N, max_len)."""
         return self.mission[self.episode]
+
+    def prev_actions(self, k: int) -> np.ndarray:
+        """The ``prev_actions`` observation of every step, int64 (N, k), as :class:`envs.babyai.BabyAIObservation`
+        with ``action_history=k`` would have shown it: slot j = the action j + 1 steps earlier in the same
+        episode, ``NO_ACTION`` before the episode start."""
+        out = np.full((self.num_steps, k), NO_ACTION, dtype=np.int64)
+        step_in_episode = np.arange(self.num_steps) - self.episode_start[self.episode]
+        for j in range(k):
+            seen = step_in_episode > j  # the action j + 1 steps back exists in this episode
+            out[seen, j] = self.action[np.flatnonzero(seen) - (j + 1)]
+        return out
 
     def episode_slice(self, i: int) -> slice:
         """Steps of episode ``i``: ``demos.action[demos.episode_slice(i)]``."""

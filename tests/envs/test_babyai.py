@@ -15,6 +15,7 @@ NOISY_LEVEL, NOISY_SEED = "BabyAI-PutNextLocal-v0", 4  # prints "Sampling reject
 
 def test_wrapper_passes_both_env_checkers(check_env_both):
     check_env_both(make_babyai_env(LEVEL))
+    check_env_both(make_babyai_env(LEVEL, action_history=4))
 
 
 def test_spaces_and_observation():

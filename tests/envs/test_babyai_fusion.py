@@ -26,3 +26,30 @@ def test_raw_and_sb3_preprocessed_observations_give_the_same_fused_vector():
     # trimming the padding changes nothing: the untrimmed, masked mission gives the same vector
     full = dict(raw[0], mission=torch.as_tensor(obs["mission"]))
     torch.testing.assert_close(model(full, {"mission": full["mission"] == 0}).fused, model(*raw).fused, atol=1e-5, rtol=0)
+
+
+def test_previous_actions_match_between_env_and_demos(tmp_path):
+    from envs.babyai import NO_ACTION
+    from envs.demos import collect_demos, load_demos
+
+    collect_demos("BabyAI-GoToRedBallGrey-v0", 3, tmp_path, seed=5, progress=False)
+    demos = load_demos(tmp_path)
+    k = 3
+    table = demos.prev_actions(k)
+    env = make_babyai_env("BabyAI-GoToRedBallGrey-v0", action_history=k)
+    assert env.observation_space["prev_actions"].shape == (k,)
+    for i in range(demos.num_episodes):  # replaying the demo shows exactly the stored previous actions
+        steps = demos.episode_slice(i)
+        obs, _ = env.reset(seed=int(demos.seed[i]))
+        for t, action in zip(range(steps.start, steps.stop), demos.action[steps]):
+            np.testing.assert_array_equal(obs["prev_actions"], table[t])
+            np.testing.assert_array_equal(obs["image"], demos.image[t])
+            obs, *_ = env.step(int(action))
+    assert (table[demos.episode_start] == NO_ACTION).all()
+    modalities = babyai_modalities(action_history=k)
+    model = FusionTransformer(FusionConfig(modalities, TransformerConfig(32, 4, 1, dropout=0.0)))
+    inputs, masks = babyai_fusion_inputs(
+        torch.as_tensor(demos.image), torch.as_tensor(demos.direction), torch.as_tensor(demos.step_mission()),
+        torch.as_tensor(table),
+    )
+    assert model(inputs, masks).fused.shape == (demos.num_steps, 32)
