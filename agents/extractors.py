@@ -7,11 +7,13 @@ Plug them in like SB3's own ``NatureCNN`` / ``CombinedExtractor``::
 
 - :class:`TransformerExtractor`: ``lab.TransformerClassifier`` (features only) over per-feature tokens of a
   flat Box, over the rows of a (T, D) Box, or over a history window ``{"obs": (K, D), "mask": (K,)}`` from
-  :class:`envs.history.HistoryWrapper` with the padding masked out.
+  :class:`envs.history.HistoryWrapper` with the padding masked out. ``pooling="flatten"`` hands every token
+  state to the policy head; ``deltas=True`` (feature engineering, off by default) adds frame differences.
 - :class:`ConvExtractor`: ``lab.SeparableConvNet`` (features only) on image Boxes, then Linear + ReLU.
-- :class:`FusionExtractor`: ``lab.FusionTransformer`` on Dict observations; BabyAI dicts go through
-  :func:`envs.babyai_fusion.babyai_fusion_inputs`, the mapping behaviour cloning uses too, so a
-  ``FusionTransformer`` state dict pretrained on demonstrations loads into ``extractor.fusion`` unchanged.
+- :class:`FusionExtractor`: ``lab.FusionTransformer`` on Dict observations; BabyAI dicts (with or without
+  ``prev_actions``) go through :func:`envs.babyai_fusion.babyai_fusion_inputs`, the mapping behaviour cloning
+  uses too, so a ``FusionTransformer`` state dict pretrained on demonstrations loads into ``extractor.fusion``
+  unchanged. ``pooling="flat"`` reads CLS + the image cells' token states (a CNN-style readout).
 
 Every extractor checks its observation space in ``__init__`` (also available without building one, as
 ``check_observation_space``) and raises :class:`ObservationSpaceError` saying what would work. Each exposes
@@ -39,8 +41,14 @@ from lab.conv import ConvNetConfig, SeparableConvNet, min_input_size
 from lab.fusion import FusionConfig, FusionTransformer, ModalitySpec
 from lab.layers import TransformerConfig
 
-POOLINGS = ("cls", "mean", "last")
+POOLINGS = ("cls", "mean", "last", "flatten")
+FUSION_POOLINGS = ("cls", "mean", "flat")
 BABYAI_KEYS = frozenset({"image", "direction", "mission"})
+BABYAI_OPTIONAL_KEYS = frozenset({"prev_actions"})  # envs.babyai.BabyAIObservation(action_history=k > 0)
+# deltas=True: the frame difference is multiplied by this. With VecNormalize'd CartPole observations (unit
+# variance), one step moves the position/angle by ~0.01-0.1, far below the observations themselves; x10
+# brings the velocity channel to the observations' scale (the value the RL spike used).
+DEFAULT_DELTA_SCALE = 10.0
 
 # RL defaults of TransformerExtractor; each overrides TransformerConfig's supervised default. PPO steps/s on
 # CartPole-v1 relative to MlpPolicy (SB3's PPO defaults, 2 shared CPU cores, noisy): 0.46 with d_model 64,
@@ -108,7 +116,9 @@ class FeatureTokenizer(nn.Module):
 
 
 class TransformerExtractor(BaseFeaturesExtractor):
-    """``lab.TransformerClassifier`` (``num_classes=None``) as an SB3 features extractor; output (B, d_model).
+    """``lab.TransformerClassifier`` (``num_classes=None``) as an SB3 features extractor.
+
+    Output (B, d_model), or (B, n_tokens * d_model) with ``pooling="flatten"``.
 
     Observation spaces:
 
@@ -116,41 +126,60 @@ class TransformerExtractor(BaseFeaturesExtractor):
     - ``Box (T, D)``: each row is a token (a frame stack), positions added.
     - ``Dict {"obs": Box (K, D), "mask": MultiBinary(K)}`` from :class:`envs.history.HistoryWrapper`: row i is
       a token, ``mask == 0`` marks padding, passed as the attention's ``key_padding_mask``. The last slot
-      (the current observation) is always treated as real, so no row is ever all padding, and the output at
-      an episode start does not depend on what the padding slots hold.
+      (the current observation) is always treated as real, so no row is ever all padding. Padding slots are
+      zeroed before the embedding, so the output at an episode start never depends on what they hold.
 
     Args:
         observation_space: as above.
-        pooling: ``"cls"`` (a learned summary token), ``"mean"`` (over the real tokens) or ``"last"`` (the
-            newest observation's state; sequences only).
+        pooling: ``"cls"`` (a learned summary token), ``"mean"`` (over the real tokens), ``"last"`` (the
+            newest observation's state; sequences only) or ``"flatten"`` (every token state, concatenated in
+            slot order: ``features_dim = n_tokens * d_model``). On CartPoleNoVel with an 8-step history,
+            PPO learned only with ``"flatten"``: one attention layer's summary of a single token ("last",
+            "cls") did not keep the small frame-to-frame differences that carry the velocities.
         positional: ``"learned"`` or ``"sinusoidal"`` positions for sequences (ignored for per-feature tokens,
             whose feature embeddings already say which token is which).
+        deltas: **feature engineering, off by default.** Sequences only: each token becomes
+            ``[x_t, delta_scale * (x_t - x_{t-1})]``, the difference being 0 where slot ``t - 1`` (or ``t``)
+            is padding and for the first row of a Box (T, D). It hands the policy the velocities that a
+            history-only observation hides, instead of letting the transformer discover them; results with
+            it must be reported as such (``benchmarks/rl_targets.py`` runs CartPoleNoVel with and without).
+        delta_scale: multiplier of the differences (:data:`DEFAULT_DELTA_SCALE`).
         **transformer: ``lab.TransformerConfig`` fields (d_model, num_heads, num_layers, dim_feedforward,
             dropout, activation, norm_first, ...) overriding :data:`RL_TRANSFORMER_DEFAULTS`.
     """
 
     def __init__(
-        self, observation_space: spaces.Space, pooling: str = "cls", positional: str = "learned", **transformer: Any
+        self, observation_space: spaces.Space, pooling: str = "cls", positional: str = "learned",
+        deltas: bool = False, delta_scale: float = DEFAULT_DELTA_SCALE, **transformer: Any
     ) -> None:
         self.check_observation_space(observation_space)
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         config = transformer_config(transformer)
-        super().__init__(observation_space, features_dim=config.d_model)
-        self.history = isinstance(observation_space, spaces.Dict)
-        shape = observation_space["obs"].shape if self.history else observation_space.shape
+        history = isinstance(observation_space, spaces.Dict)
+        shape = observation_space["obs"].shape if history else observation_space.shape
         per_feature = len(shape) == 1
         if per_feature and pooling == "last":
             raise ValueError(
-                "pooling 'last' needs a sequence (a (T, D) Box or a history Dict); use 'cls' or 'mean' for a flat Box"
+                "pooling 'last' needs a sequence (a (T, D) Box or a history Dict); use 'cls', 'mean' or 'flatten' "
+                "for a flat Box"
             )
+        if per_feature and deltas:
+            raise ValueError("deltas=True needs a sequence (a (T, D) Box or a history Dict): a flat Box has no "
+                             "previous frame; wrap the env with envs.history.HistoryWrapper")
+        n_tokens = shape[0]
+        super().__init__(observation_space, features_dim=config.d_model * (n_tokens if pooling == "flatten" else 1))
+        self.history = history
         self.pooling = pooling
+        self.deltas = bool(deltas)
+        self.delta_scale = float(delta_scale)
+        input_dim = 1 if per_feature else shape[-1] * (2 if deltas else 1)
         self.classifier = TransformerClassifier(ClassifierConfig(
             num_classes=None,
-            input_dim=1 if per_feature else shape[-1],
-            max_len=shape[0],
+            input_dim=input_dim,
+            max_len=n_tokens,
             transformer=config,
-            pooling="cls" if pooling == "cls" else "mean",  # "last" reads the token states itself
+            pooling="cls" if pooling == "cls" else "mean",  # "last" / "flatten" read the token states themselves
             positional="none" if per_feature else positional,
         ))
         if per_feature:  # (B, F, 1) -> (B, F, D), replacing the classifier's shared Linear(1, D)
@@ -187,12 +216,33 @@ class TransformerExtractor(BaseFeaturesExtractor):
             x = observations["obs"]  # (B, K, D)
             padding = observations["mask"] < 0.5  # (B, K) True = padding (nn.MultiheadAttention's convention)
             padding[:, -1] = False  # the current observation is always real: no all-padding row
+            # Zeros in the padding slots: their own token states (read by "flatten") and the deltas next to them
+            # then cannot depend on what the slots held (and a NaN there cannot leak through 0 * NaN).
+            x = x.masked_fill(padding.unsqueeze(-1), 0.0)
         else:
             x = observations if observations.dim() == 3 else observations.unsqueeze(-1)  # (B, T, D) or (B, F, 1)
             padding = None
+        if self.deltas:
+            x = with_deltas(x, padding, self.delta_scale)  # (B, T, 2D)
         if self.pooling == "last":
             return self.classifier.encode(x, padding)[0][:, -1]  # (B, D): the newest observation's state
+        if self.pooling == "flatten":
+            return self.classifier.encode(x, padding)[0].flatten(1)  # (B, T, D) -> (B, T * D), slot order
         return self.classifier.forward_features(x, padding)  # (B, D)
+
+
+def with_deltas(x: Tensor, padding: Tensor | None = None, scale: float = DEFAULT_DELTA_SCALE) -> Tensor:
+    """``[x_t, scale * (x_t - x_{t-1})]`` per token: (B, T, D) -> (B, T, 2D).
+
+    The difference is 0 for the first slot and wherever slot ``t`` or ``t - 1`` is padding (``padding``
+    (B, T) bool, True = padding), so it never mixes a real frame with a padding value.
+    """
+    diff = x[:, 1:] - x[:, :-1]  # (B, T-1, D)
+    if padding is not None:
+        real_pair = ~(padding[:, 1:] | padding[:, :-1])  # (B, T-1)
+        diff = torch.where(real_pair.unsqueeze(-1), diff, torch.zeros_like(diff))
+    delta = torch.cat([torch.zeros_like(x[:, :1]), diff], dim=1) * scale  # (B, T, D)
+    return torch.cat([x, delta], dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------------- conv
@@ -282,41 +332,76 @@ class _ChannelsLastToFirst(nn.Module):
 class FusionExtractor(BaseFeaturesExtractor):
     """``lab.FusionTransformer`` over a Dict observation; output the fused CLS vector (B, d_model).
 
-    - BabyAI dicts (``image``, ``direction``, ``mission``) use :func:`envs.babyai_fusion.babyai_modalities`
-      and :func:`envs.babyai_fusion.babyai_fusion_inputs`, exactly as behaviour cloning does, so
+    - BabyAI dicts (``image``, ``direction``, ``mission`` and optionally ``prev_actions`` from
+      ``action_history=k``) use :func:`envs.babyai_fusion.babyai_modalities` and
+      :func:`envs.babyai_fusion.babyai_fusion_inputs`, exactly as behaviour cloning does, so
       ``extractor.fusion.load_state_dict(bc_fusion_state_dict)`` works when the transformer options match.
     - Any other Dict: each key is a modality, in the space's key order: a Box (n,) is one feature token, a
       Box (T, n) is T feature tokens, a Discrete(n) is one token id.
 
     Args:
         observation_space: a Dict as above.
-        pooling: ``"cls"`` or ``"mean"`` (FusionTransformer's options).
+        pooling: ``"cls"`` or ``"mean"`` (FusionTransformer's options), or ``"flat"`` (BabyAI only): the CLS
+            state and the image cells' token states (1 + 7 * 7 for BabyAI's view) concatenated,
+            ``features_dim = (1 + cells) * d_model``. Flat keeps *where* each cell's content is, like a CNN's
+            flatten; with CLS alone PPO plateaued at ~0.91 success on GoToRedBallGrey, with flat it reached 0.99.
+            The FusionTransformer and its state dict are the same for every pooling.
+        config: a whole ``lab.TransformerConfig`` (e.g. the one a behaviour-cloning encoder was built with),
+            instead of keyword overrides.
         **transformer: ``lab.TransformerConfig`` fields overriding :data:`FUSION_DEFAULTS`; they must match
-            the pretrained encoder's to load its weights.
+            the pretrained encoder's to load its weights (``activation`` has no weights: a mismatch loads
+            silently but computes another function).
     """
 
-    def __init__(self, observation_space: spaces.Space, pooling: str = "cls", **transformer: Any) -> None:
+    def __init__(
+        self, observation_space: spaces.Space, pooling: str = "cls", config: TransformerConfig | None = None,
+        **transformer: Any
+    ) -> None:
         self.check_observation_space(observation_space)
-        config = transformer_config(transformer, FUSION_DEFAULTS)
-        super().__init__(observation_space, features_dim=config.d_model)
-        self.babyai = set(observation_space.spaces) == BABYAI_KEYS
+        if pooling not in FUSION_POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(FUSION_POOLINGS)}")
+        if config is not None and transformer:
+            raise TypeError(f"pass either config= (a TransformerConfig) or keyword options {sorted(transformer)}, "
+                            "not both")
+        if config is not None and not isinstance(config, TransformerConfig):
+            raise TypeError(f"config must be a lab.TransformerConfig, got {type(config).__name__}")
+        config = config if config is not None else transformer_config(transformer, FUSION_DEFAULTS)
+        babyai = is_babyai_space(observation_space)
+        if pooling == "flat" and not babyai:
+            raise ValueError("pooling 'flat' reads BabyAI's image cells; use 'cls' or 'mean' for other dicts")
+        # Image cells: the view is H x W, whatever the level's agent_view_size; fixed per env, so is features_dim.
+        image_cells = int(math.prod(observation_space["image"].shape[:2])) if babyai else 0
+        super().__init__(observation_space, features_dim=config.d_model * (1 + image_cells if pooling == "flat" else 1))
+        self.babyai, self.image_cells, self.pooling = babyai, image_cells, pooling
         if self.babyai:
             from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities  # imports minigrid: BabyAI only
 
-            modalities = babyai_modalities(max_mission_len=observation_space["mission"].shape[0])
+            history = observation_space.spaces.get("prev_actions")
+            modalities = babyai_modalities(
+                max_mission_len=observation_space["mission"].shape[0],
+                action_history=0 if history is None else int(history.shape[0]),
+            )
             self._babyai_inputs = babyai_fusion_inputs
+            self._prev_actions = history is not None
         else:
             modalities = [_generic_modality(key, space) for key, space in observation_space.spaces.items()]
-        self.fusion = FusionTransformer(FusionConfig(modalities, transformer=config, pooling=pooling))
+        fusion_pooling = "cls" if pooling == "flat" else pooling  # "flat" reads the token states itself
+        self.fusion = FusionTransformer(FusionConfig(modalities, transformer=config, pooling=fusion_pooling))
 
     @staticmethod
     def check_observation_space(space: spaces.Space) -> None:
         problem = None
         if not isinstance(space, spaces.Dict):
             problem = "it is not a Dict"
-        elif set(space.spaces) == BABYAI_KEYS:
-            if space["image"].shape[-1:] != (3,) or len(space["image"].shape) != 3 or len(space["mission"].shape) != 1:
+        elif BABYAI_KEYS <= set(space.spaces):
+            extra = sorted(set(space.spaces) - BABYAI_KEYS - BABYAI_OPTIONAL_KEYS)
+            history = space.spaces.get("prev_actions")
+            if extra:
+                problem = f"BabyAI dicts may add only {sorted(BABYAI_OPTIONAL_KEYS)}, not {extra}"
+            elif space["image"].shape[-1:] != (3,) or len(space["image"].shape) != 3 or len(space["mission"].shape) != 1:
                 problem = "BabyAI keys need image (H, W, 3) and mission (L,) token ids (envs.babyai.BabyAIObservation)"
+            elif history is not None and not (isinstance(history, spaces.Box) and len(history.shape) == 1):
+                problem = "prev_actions must be a Box (k,) of action ids (envs.babyai.BabyAIObservation(action_history=k))"
         else:
             bad = [k for k, s in space.spaces.items()
                    if not (isinstance(s, spaces.Discrete) or (isinstance(s, spaces.Box) and len(s.shape) in (1, 2)))]
@@ -324,10 +409,10 @@ class FusionExtractor(BaseFeaturesExtractor):
                 problem = f"keys {bad} are neither Box (n,) / (T, n) nor Discrete"
         if problem:
             raise ObservationSpaceError(
-                f"FusionExtractor needs a Dict observation: BabyAI's {{'image', 'direction', 'mission'}} "
-                f"(envs.babyai.make_babyai_env / 'lab/BabyAI-*' ids), or keys holding Box (n,), Box (T, n) or "
-                f"Discrete spaces; got {_describe(space)} ({problem}). For a Box use encoder 'transformer', "
-                "'conv' or 'mlp'."
+                f"FusionExtractor needs a Dict observation: BabyAI's {{'image', 'direction', 'mission'}} and "
+                f"optionally 'prev_actions' (envs.babyai.make_babyai_env / 'lab/BabyAI-*' ids), or keys holding "
+                f"Box (n,), Box (T, n) or Discrete spaces; got {_describe(space)} ({problem}). For a Box use "
+                "encoder 'transformer', 'conv' or 'mlp'."
             )
 
     @property
@@ -342,8 +427,16 @@ class FusionExtractor(BaseFeaturesExtractor):
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
         if self.babyai:
             # babyai_fusion_inputs accepts SB3's one-hot direction, (B, 4) or (B, 1, 4) from the rollout buffer
-            inputs, masks = self._babyai_inputs(observations["image"], observations["direction"], observations["mission"])
-            return self.fusion(inputs, masks).fused
+            inputs, masks = self._babyai_inputs(
+                observations["image"], observations["direction"], observations["mission"],
+                observations["prev_actions"] if self._prev_actions else None,
+            )
+            if not bool(masks["mission"].any()):
+                masks = None  # one mission length in the batch (always at batch 1): SDPA without a mask is faster
+            out = self.fusion(inputs, masks)
+            if self.pooling == "flat":
+                return out.tokens[:, : 1 + self.image_cells].flatten(1)  # (B, 1 + cells, D) -> (B, (1 + cells) D)
+            return out.fused
         inputs = {}
         for name, embed in self.fusion.modalities.items():
             x = observations[name]
@@ -352,6 +445,11 @@ class FusionExtractor(BaseFeaturesExtractor):
             else:
                 inputs[name] = x if x.dim() == 3 else x.unsqueeze(1)  # (B, n) -> (B, 1, n)
         return self.fusion(inputs).fused
+
+
+def is_babyai_space(space: spaces.Space) -> bool:
+    """A BabyAI Dict observation (:class:`envs.babyai.BabyAIObservation`, with or without ``prev_actions``)."""
+    return isinstance(space, spaces.Dict) and BABYAI_KEYS <= set(space.spaces) <= BABYAI_KEYS | BABYAI_OPTIONAL_KEYS
 
 
 def _generic_modality(key: str, space: spaces.Space) -> ModalitySpec:

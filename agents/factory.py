@@ -5,6 +5,12 @@
     model = make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", encoder_kwargs=dict(d_model=128),
                        finetune="frozen", pretrained=bc_model.fusion.state_dict())
 
+Hyperparameters as RL Zoo writes them are accepted: ``lr="lin_1e-3"`` and ``algo_kwargs=dict(clip_range="lin_0.2")``
+(linear from the value to 0 over training), ``policy_kwargs=dict(activation_fn="relu")``. Named recipes live in
+:mod:`agents.presets`. ``normalize_obs=True`` wraps the training envs in SB3's ``VecNormalize`` (observations
+only); :func:`agents.callbacks.save_model_atomic` saves its statistics beside the model and :func:`load_agent`
+restores them.
+
 Optimizers come from :func:`lab.optim.sb3_optimizer` (``Lab*`` classes: rank-based weight decay, per-group
 ``lr_scale``), passed as SB3's ``optimizer_class`` / ``optimizer_kwargs``. ``optimizer=None`` picks what SB3
 itself would use, so the "mlp" encoder with default arguments *is* SB3's default agent:
@@ -20,17 +26,24 @@ itself would use, so the "mlp" encoder with default arguments *is* SB3's default
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from torch import nn
 
+from agents.callbacks import vecnormalize_path
 from agents.extractors import EXTRACTORS
 from agents.finetune import FinetuneConfig, load_pretrained, policy_class_for
 from lab.optim import get_optimizer_info, sb3_optimizer
@@ -42,6 +55,12 @@ VEC_ENVS: dict[str, type] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
 SB3_DEFAULT_LR = {"ppo": 3e-4, "a2c": 7e-4, "dqn": 1e-4}  # the algorithms' own defaults in SB3
 SB3_DEFAULT_OPTIMIZER = {"ppo": "adam", "a2c": "rmsprop", "dqn": "adam"}
 ON_POLICY_EPS = 1e-5  # SB3's eps for Adam (PPO/A2C policies) and RMSprop (A2C)
+SCHEDULE_KEYS = ("clip_range", "clip_range_vf")  # algo_kwargs that take an SB3 schedule (besides lr)
+ORTHO_INITS = ("all", "heads", "none")
+# policy_kwargs["activation_fn"] by name, so JSON (the CLI, presets) can choose one
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "silu": nn.SiLU,
+}
 
 
 class SuccessInfo(gym.Wrapper):
@@ -93,6 +112,8 @@ def make_agent(
     pretrained_head: Mapping[str, Any] | None = None,
     device: str = "auto",
     verbose: int = 0,
+    normalize_obs: bool | Sequence[str] = False,
+    ortho_init: str | None = None,
 ) -> BaseAlgorithm:
     """Build an SB3 agent; every argument is checked (with a message naming what would work) before training.
 
@@ -102,15 +123,18 @@ def make_agent(
         encoder: "mlp" (SB3's default, the baseline), "transformer", "conv" or "fusion"; or any
             ``BaseFeaturesExtractor`` subclass (e.g. a reference model for a benchmark).
         optimizer: a name of :func:`lab.optim.optimizer_names`, or None for SB3's own choice (module docstring).
-        lr: learning rate or SB3 schedule; None -> the algorithm's SB3 default (PPO 3e-4, A2C 7e-4, DQN 1e-4).
+        lr: learning rate, SB3 schedule or RL Zoo string ``"lin_<value>"`` (linear from value to 0);
+            None -> the algorithm's SB3 default (PPO 3e-4, A2C 7e-4, DQN 1e-4).
         weight_decay: applied to tensors of rank >= 2 only (lab.optim's rule).
         optimizer_kwargs: extra optimizer keywords (betas, eps, momentum, ...).
         n_envs, vec_env: number of parallel envs and "dummy" (in-process) or "subproc" (one process each).
         seed: seeds SB3 (torch, numpy, envs); None for no seeding.
         tensorboard_log: SB3's TensorBoard folder (``agents.train`` sets its own logger instead).
         encoder_kwargs: ``features_extractor_kwargs`` of the encoder (e.g. d_model, num_layers, pooling).
-        algo_kwargs: other keywords of the SB3 algorithm (n_steps, batch_size, gamma, ...).
-        policy_kwargs: other policy keywords (net_arch, ...); not optimizer_class / features_extractor_class.
+        algo_kwargs: other keywords of the SB3 algorithm (n_steps, batch_size, gamma, ...); ``clip_range`` and
+            ``clip_range_vf`` may be ``"lin_<value>"`` strings.
+        policy_kwargs: other policy keywords (net_arch, activation_fn as a class or a name of
+            :data:`ACTIVATIONS`, ...); not optimizer_class / features_extractor_class / ortho_init with ``ortho_init=``.
         env_kwargs: keywords of ``gym.make``.
         finetune: a strategy name or :class:`agents.finetune.FinetuneConfig` (or its dict): the policy then
             freezes / groups its parameters itself, also after ``Algo.load``.
@@ -118,6 +142,13 @@ def make_agent(
         pretrained_head: an ``nn.Linear`` state dict for SB3's ``action_net`` (PPO/A2C).
         device: "auto" (CUDA > MPS > CPU), "cpu", "cuda", ... (lab.runtime.select_device).
         verbose: SB3's verbosity.
+        normalize_obs: wrap the training envs in ``VecNormalize(norm_reward=False)``: running mean / std of
+            the observations. True normalises a Box, or every float Box key of a Dict (e.g. a history's
+            ``obs``, not its ``mask``); a list names the Dict keys. Evaluate with
+            :func:`normalized_like` (SB3's ``EvalCallback`` then syncs the statistics before each evaluation).
+        ortho_init: "all" (SB3's orthogonal init of every Linear, the extractor's included: SB3's default),
+            "heads" (only the policy / value MLPs and output layers, SB3's gains; the extractor keeps the lab
+            blocks' own init) or "none". None leaves ``policy_kwargs`` / SB3 to decide. PPO / A2C only.
     """
     algo_class, config = _check_names(algo, encoder, optimizer, vec_env, finetune, pretrained, pretrained_head)
     algo_kwargs = dict(algo_kwargs or {})
@@ -125,6 +156,12 @@ def make_agent(
     _check_kwargs(algo, encoder, encoder_kwargs, algo_kwargs, policy_kwargs)
     if not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs must be a positive int, got {n_envs!r}")
+    lr = SB3_DEFAULT_LR[algo] if lr is None else parse_schedule(lr, "lr")
+    for key in SCHEDULE_KEYS:
+        if key in algo_kwargs:
+            algo_kwargs[key] = parse_schedule(algo_kwargs[key], key)
+    _resolve_activation(policy_kwargs)
+    _apply_ortho_init(algo, ortho_init, policy_kwargs)
     torch_device = select_device(device)  # an unavailable device fails here, before any env starts
     import envs  # noqa: F401  (registers lab/*)
 
@@ -133,6 +170,9 @@ def make_agent(
                        vec_env_cls=VEC_ENVS[vec_env])
     try:
         _check_spaces(algo, encoder, env.observation_space, env.action_space, policy_kwargs, encoder_kwargs)
+        if normalize_obs:
+            keys = normalized_obs_keys(env.observation_space, normalize_obs)
+            env = VecNormalize(env, norm_obs=True, norm_reward=False, norm_obs_keys=keys)
         name = optimizer or SB3_DEFAULT_OPTIMIZER[algo]
         optimizer_class, optimizer_kw = sb3_optimizer(
             name, weight_decay, **{**_sb3_optimizer_defaults(algo, name), **(optimizer_kwargs or {})}
@@ -152,15 +192,133 @@ def make_agent(
         else:
             policy = "MultiInputPolicy" if dict_obs else "MlpPolicy"
         model = algo_class(
-            policy, env, learning_rate=SB3_DEFAULT_LR[algo] if lr is None else lr, policy_kwargs=policy_kwargs,
+            policy, env, learning_rate=lr, policy_kwargs=policy_kwargs,
             seed=seed, tensorboard_log=tensorboard_log, device=torch_device, verbose=verbose, **algo_kwargs,
         )
+        if ortho_init == "heads":
+            init_heads(model.policy)
         if pretrained is not None or pretrained_head is not None:
             load_pretrained(model, pretrained, pretrained_head)
     except BaseException:
         env.close()
         raise
     return model
+
+
+def parse_schedule(value: Any, name: str = "lr") -> float | Callable[[float], float]:
+    """A number, an SB3 schedule (a callable of the remaining progress 1 -> 0) or RL Zoo's ``"lin_<start>"``
+    (linear from start to 0 over training, as SB3's picklable ``LinearSchedule``)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, a schedule or 'lin_<value>', got {value!r}")
+    if isinstance(value, (int, float)) or callable(value):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.startswith("lin_"):
+                return LinearSchedule(float(text[4:]), 0.0, 1.0)
+            return float(text)
+        except ValueError:
+            pass
+    raise ValueError(f"{name} must be a number, a schedule or 'lin_<value>' (e.g. 'lin_1e-3', linear to 0), got {value!r}")
+
+
+def normalized_obs_keys(space: spaces.Space, normalize_obs: bool | Sequence[str] = True) -> list[str] | None:
+    """The ``norm_obs_keys`` for ``VecNormalize``: None for a Box; for a Dict the float Box keys, or the keys
+    asked for. Images and integer data (token ids, masks, BabyAI's grid) are refused: SB3 scales images
+    itself, and ids must stay ids."""
+    if isinstance(space, spaces.Dict):
+        floats = [k for k, s in space.spaces.items() if isinstance(s, spaces.Box) and np.issubdtype(s.dtype, np.floating)]
+        keys = floats if normalize_obs is True else list(normalize_obs)
+        bad = sorted(set(keys) - set(floats))
+        if bad or not keys:
+            raise ValueError(f"normalize_obs: VecNormalize normalises float Box keys; this Dict has {floats or 'none'}"
+                             + (f", not {bad}" if bad else "") + " (token ids, masks and images must stay as they are)")
+        return keys
+    if normalize_obs is not True:
+        raise ValueError("normalize_obs takes a list of keys only for Dict observations; use True for a Box")
+    if not isinstance(space, spaces.Box) or is_image_space(space, check_channels=False) \
+            or not np.issubdtype(space.dtype, np.floating):
+        raise ValueError(f"normalize_obs needs a float Box (or Dict) observation, got {space}; SB3 already scales "
+                         "uint8 images by 1/255")
+    return None
+
+
+def normalized_like(venv: VecEnv, model: BaseAlgorithm) -> VecEnv:
+    """``venv`` wrapped like the model's training env for evaluation: a ``VecNormalize`` that does not update
+    (``training=False``), with the training statistics copied in, or ``venv`` itself when the model has none.
+    SB3's ``EvalCallback`` re-syncs the statistics before each evaluation."""
+    train = model.get_vec_normalize_env()
+    if train is None:
+        return venv
+    from stable_baselines3.common.vec_env import sync_envs_normalization
+
+    wrapped = VecNormalize(venv, training=False, norm_obs=train.norm_obs, norm_reward=False, clip_obs=train.clip_obs,
+                           epsilon=train.epsilon, norm_obs_keys=train.norm_obs_keys)
+    sync_envs_normalization(train, wrapped)
+    return wrapped
+
+
+def load_agent(
+    algo: str, path: str | os.PathLike, env_id: str | None = None, *, n_envs: int = 1,
+    env_kwargs: Mapping[str, Any] | None = None, seed: int | None = None, vec_env: str = "dummy",
+    device: str = "auto", training: bool = False,
+) -> BaseAlgorithm:
+    """``Algo.load(path)`` with its env and, if it was saved with them, its ``VecNormalize`` statistics.
+
+    The statistics file (:func:`agents.callbacks.vecnormalize_path`) wraps a fresh ``env_id`` vec env, with
+    ``training=False`` unless asked (to continue training, pass ``training=True``). Predict on observations
+    from ``model.get_env()``, or normalise raw ones first with
+    ``model.get_vec_normalize_env().normalize_obs(obs)``, as the agent saw them in training.
+    """
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown algo {algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    stats = vecnormalize_path(path)
+    if env_id is None:
+        if stats.exists():
+            raise ValueError(f"{path} was saved with VecNormalize statistics ({stats.name}); pass env_id so they wrap "
+                             "its env, or the agent would see unnormalised observations")
+        return ALGORITHMS[algo].load(path, device=select_device(device))
+    import envs  # noqa: F401  (registers lab/*)
+
+    env: VecEnv = make_vec_env(functools.partial(make_env, env_id, **(env_kwargs or {})), n_envs=n_envs, seed=seed,
+                               vec_env_cls=VEC_ENVS[vec_env])
+    if stats.exists():
+        env = VecNormalize.load(str(stats), env)
+        env.training = training
+    return ALGORITHMS[algo].load(path, env=env, device=select_device(device))
+
+
+def init_heads(policy: ActorCriticPolicy) -> None:
+    """SB3's orthogonal init (gains sqrt 2 for the MLPs, 0.01 for the action layer, 1 for the value layer,
+    zero biases) on everything after the features extractor, which keeps the lab blocks' own init."""
+    if not isinstance(policy, ActorCriticPolicy):
+        raise TypeError(f"ortho_init='heads' applies to PPO / A2C's actor-critic policies, not {type(policy).__name__}")
+    gains = {policy.mlp_extractor: np.sqrt(2), policy.action_net: 0.01, policy.value_net: 1.0}
+    for module, gain in gains.items():
+        module.apply(functools.partial(ActorCriticPolicy.init_weights, gain=gain))
+
+
+def _resolve_activation(policy_kwargs: dict[str, Any]) -> None:
+    name = policy_kwargs.get("activation_fn")
+    if isinstance(name, str):
+        if name.lower() not in ACTIVATIONS:
+            raise ValueError(f"unknown activation_fn {name!r}; choose one of {', '.join(ACTIVATIONS)} (or pass a class)")
+        policy_kwargs["activation_fn"] = ACTIVATIONS[name.lower()]
+
+
+def _apply_ortho_init(algo: str, ortho_init: str | None, policy_kwargs: dict[str, Any]) -> None:
+    if ortho_init is None:
+        return
+    if ortho_init not in ORTHO_INITS:
+        raise ValueError(f"unknown ortho_init {ortho_init!r}; choose one of {', '.join(ORTHO_INITS)}")
+    if "ortho_init" in policy_kwargs:
+        raise ValueError("set either ortho_init= or policy_kwargs['ortho_init'], not both")
+    if algo == "dqn":
+        if ortho_init != "none":
+            raise ValueError("ortho_init applies to PPO / A2C; DQN's Q-network keeps torch's default init")
+        return
+    policy_kwargs["ortho_init"] = ortho_init == "all"  # "heads": SB3's off, init_heads() after construction
 
 
 def _check_names(algo, encoder, optimizer, vec_env, finetune, pretrained, pretrained_head):
@@ -231,4 +389,7 @@ def _sb3_optimizer_defaults(algo: str, name: str) -> dict[str, Any]:
     return {"eps": ON_POLICY_EPS} if info.has_betas else {}
 
 
-__all__ = ["ALGORITHMS", "ENCODERS", "SB3_DEFAULT_LR", "SB3_DEFAULT_OPTIMIZER", "SuccessInfo", "make_agent", "make_env"]
+__all__ = [
+    "ACTIVATIONS", "ALGORITHMS", "ENCODERS", "ORTHO_INITS", "SB3_DEFAULT_LR", "SB3_DEFAULT_OPTIMIZER", "SuccessInfo",
+    "init_heads", "load_agent", "make_agent", "make_env", "normalized_like", "normalized_obs_keys", "parse_schedule",
+]

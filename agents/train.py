@@ -1,5 +1,7 @@
-"""Train one SB3 agent: ``python -m agents.train ENV_ID [--algo ppo] [--encoder transformer] [...]``.
+"""Train one SB3 agent: ``python -m agents.train ENV_ID [--preset NAME] [--algo ppo] [--encoder transformer] [...]``.
 
+    python -m agents.train lab/CartPoleNoVelHistory-v1 --preset cartpole-novel-deltas --seed 2
+    python -m agents.train lab/BabyAI-GoToRedBallGrey-v0 --preset babyai-gotoredballgrey --algo-kwargs '{"n_epochs": 8}'
     python -m agents.train CartPole-v1 --encoder transformer --algo ppo --timesteps 100000
     python -m agents.train lab/CartPoleNoVelHistory-v1 --encoder transformer --encoder-kwargs '{"pooling": "last"}'
     python -m agents.train lab/DigitsBandit-v0 --encoder conv --algo a2c --optimizer adamw --weight-decay 0.01
@@ -11,8 +13,14 @@ events (SB3's keys and the lab's shared tags, keyed by environment steps; hyperp
 table), ``progress.csv``, checkpoints, the final ``model.zip`` (written atomically) and ``results.json``
 (final evaluation, steps, episodes, wall time, steps/s, parameter counts).
 
-Evaluation uses a separate env: for the classification bandits it sweeps the whole *test* split once
-(``eval/accuracy`` is the exact test accuracy); for BabyAI it also reports the success rate.
+A preset (``agents.presets``) fills every option it names; explicit flags win, and the JSON options merge key by
+key with the preset's (``--algo-kwargs '{"n_epochs": 8}'`` changes only n_epochs).
+
+Evaluation uses a separate env, wrapped like the training env (``VecNormalize`` statistics synced before each
+evaluation): for the classification bandits it sweeps the whole *test* split once (``eval/accuracy`` is the
+exact test accuracy); for BabyAI it reports the success rate with sampled actions (``eval/success_rate``, as
+the BabyAI paper evaluates) and with greedy ones (``eval/success_rate_greedy``), and every evaluation records
+the training episodes completed so far (``charts/episodes_seen``, ``results.json``'s ``eval_history``).
 
 Exit status: 0 done, 2 a bad argument (the message says what would work).
 """
@@ -33,16 +41,17 @@ import torch
 import tyro
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList, EvalCallback
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, sync_envs_normalization
 
 from agents.callbacks import (
-    AtomicCheckpointCallback, EvalTagsCallback, LabTagsCallback, save_model_atomic, tensorboard_writer,
+    EVAL_ACTIONS, MEAN_RETURN_GREEDY, SUCCESS_RATE_GREEDY, AtomicCheckpointCallback, EvalTagsCallback,
+    LabTagsCallback, evaluate_agent, save_model_atomic, tensorboard_writer,
 )
-from agents.factory import make_agent, make_env
+from agents.factory import ORTHO_INITS, make_agent, make_env, normalized_like
 from agents.finetune import FinetuneConfig, read_state_dict
+from agents.presets import OPTION_FIELDS, PRESETS, describe_presets, get_preset, merge_options
 from lab import tags
 from lab.io import write_json
 from lab.optim import optimizer_names
@@ -50,26 +59,40 @@ from lab.runtime import count_parameters, run_name
 from lab.tags import hparams_markdown
 
 OptimizerName = Literal[optimizer_names()]  # type: ignore[valid-type]
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+OrthoInit = Literal[ORTHO_INITS]  # type: ignore[valid-type]
+EvalActions = Literal[EVAL_ACTIONS]  # type: ignore[valid-type]
+# What an option left at None becomes without a preset (a preset's value comes first).
+BUILTIN_DEFAULTS: dict[str, Any] = dict(algo="ppo", encoder="mlp", timesteps=100_000, n_envs=1, eval_freq=10_000,
+                                        eval_episodes=20, eval_envs=1, normalize_obs=False)
+JSON_FIELDS = ("encoder_kwargs", "algo_kwargs", "policy_kwargs", "optimizer_kwargs", "env_kwargs")
+
+
+def _or_preset(default: Any) -> Any:
+    """--help text of an option that a preset may set (its dataclass default is None: "not given")."""
+    return tyro.conf.arg(help_behavior_hint=f"(default: {default}, or the preset's)")
 
 
 @dataclass
 class Args:
     env_id: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="ENV_ID")]
     """Gymnasium id: CartPole-v1, lab/CartPoleNoVelHistory-v1, lab/DigitsBandit-v0, lab/BabyAI-GoToRedBallGrey-v0"""
-    algo: Literal["ppo", "a2c", "dqn"] = "ppo"
+    preset: PresetName | None = None
+    """named recipe from agents.presets (listed above); explicit flags override its values, JSON options key by key"""
+    algo: Annotated[Literal["ppo", "a2c", "dqn"] | None, _or_preset("ppo")] = None
     """RL algorithm (DQN needs a Discrete action space)"""
-    encoder: Literal["mlp", "transformer", "conv", "fusion"] = "mlp"
+    encoder: Annotated[Literal["mlp", "transformer", "conv", "fusion"] | None, _or_preset("mlp")] = None
     """features extractor: mlp (SB3's default, the baseline), transformer (flat Box or history Dict), conv (images),
     fusion (BabyAI / Dict)"""
-    timesteps: int = 100_000
+    timesteps: Annotated[int | None, _or_preset(100_000)] = None
     """total environment steps"""
     optimizer: OptimizerName | None = None
     """optimizer from lab.optim; default: SB3's own choice (adam for PPO/DQN, rmsprop for A2C)"""
-    lr: float | None = None
-    """learning rate; default: SB3's for the algorithm (PPO 3e-4, A2C 7e-4, DQN 1e-4)"""
+    lr: Annotated[float | str | None, _or_preset("SB3's: PPO 3e-4, A2C 7e-4, DQN 1e-4")] = None
+    """learning rate, or 'lin_1e-3' (linear from 1e-3 to 0 over the run)"""
     weight_decay: float = 0.0
     """weight decay on tensors of rank >= 2 (lab.optim's rule)"""
-    n_envs: int = 1
+    n_envs: Annotated[int | None, _or_preset(1)] = None
     """parallel training environments"""
     vec_env: Literal["dummy", "subproc"] = "dummy"
     """dummy: all envs in this process; subproc: one process per env (worth it for slow envs)"""
@@ -80,15 +103,19 @@ class Args:
     threads: int | None = 1
     """torch intra-op threads (1 is fastest for small policies); None keeps torch's default"""
     encoder_kwargs: str = "{}"
-    """JSON: features extractor options, e.g. '{"d_model": 64, "num_layers": 2, "pooling": "last"}'"""
+    """JSON: features extractor options, e.g. '{"d_model": 64, "num_layers": 2, "pooling": "flatten", "deltas": true}'"""
     algo_kwargs: str = "{}"
-    """JSON: other SB3 algorithm arguments, e.g. '{"n_steps": 256, "batch_size": 64, "gamma": 0.98}'"""
+    """JSON: other SB3 algorithm arguments, e.g. '{"n_steps": 256, "batch_size": 64, "clip_range": "lin_0.2"}'"""
     policy_kwargs: str = "{}"
-    """JSON: other policy arguments, e.g. '{"net_arch": {"pi": [], "vf": []}}'"""
+    """JSON: other policy arguments, e.g. '{"net_arch": {"pi": [64], "vf": [64]}, "activation_fn": "relu"}'"""
     optimizer_kwargs: str = "{}"
     """JSON: extra optimizer keywords, e.g. '{"betas": [0.9, 0.99]}'"""
     env_kwargs: str = "{}"
     """JSON: keywords of gym.make for the training env (the eval env gets them too)"""
+    normalize_obs: Annotated[bool | None, _or_preset(False)] = None
+    """VecNormalize the observations (float Box keys; not rewards); statistics saved beside every model zip"""
+    ortho_init: Annotated[OrthoInit | None, _or_preset("SB3's: all")] = None
+    """SB3's orthogonal init on: all (the extractor included), heads (the MLP heads only; lab init elsewhere), none"""
     finetune: Literal["scratch", "full", "frozen", "top", "discriminative"] | None = None
     """fine-tuning strategy for a pretrained encoder (needs --pretrained except for scratch)"""
     pretrained: str | None = None
@@ -99,10 +126,14 @@ class Args:
     """--finetune top: number of top encoder layer groups that train"""
     lr_ratio: float = 100.0
     """--finetune discriminative: head learning rate / first encoder group's"""
-    eval_freq: int = 10_000
+    eval_freq: Annotated[int | None, _or_preset(10_000)] = None
     """evaluate every this many environment steps (0: only at the end)"""
-    eval_episodes: int = 20
+    eval_episodes: Annotated[int | None, _or_preset(20)] = None
     """evaluation episodes (bandits: ignored, the whole test split is swept)"""
+    eval_envs: Annotated[int | None, _or_preset(1)] = None
+    """parallel eval envs (the episodes are split evenly among them; bandits sweep with one)"""
+    eval_actions: Annotated[EvalActions | None, _or_preset("both on BabyAI, else greedy")] = None
+    """greedy (argmax), sampled, or both (the headline eval tags sampled, *_greedy argmax)"""
     checkpoint_freq: int = 50_000
     """save a checkpoint every this many environment steps (0: none)"""
     log_every: int = 1_000
@@ -116,9 +147,23 @@ class Args:
     verbose: int = 0
     """SB3 verbosity (1 also prints SB3's logs)"""
 
+    def __post_init__(self) -> None:
+        """Fill the options left at None from the preset, then from :data:`BUILTIN_DEFAULTS`; JSON options are
+        merged key by key with the preset's (so this is idempotent: re-running it changes nothing)."""
+        preset = None if self.preset is None else get_preset(self.preset)
+        for name in OPTION_FIELDS:
+            if name in JSON_FIELDS:
+                if preset is not None:
+                    merged = merge_options(getattr(preset, name), _json(self, name))
+                    setattr(self, name, json.dumps(merged))
+            elif getattr(self, name) is None:
+                value = getattr(preset, name) if preset is not None else None
+                setattr(self, name, BUILTIN_DEFAULTS.get(name) if value is None else value)
+
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
-    return tyro.cli(Args, args=argv, prog="python -m agents.train", description="\n\n".join(__doc__.split("\n\n")[:2]))
+    description = "\n\n".join(__doc__.split("\n\n")[:2]) + "\n\npresets (--preset NAME):\n" + describe_presets()
+    return tyro.cli(Args, args=argv, prog="python -m agents.train", description=description)
 
 
 @dataclass
@@ -131,6 +176,7 @@ class Setup:
     eval_kind: str  # "bandit", "babyai" or "control"
     eval_episodes: int
     run_dir: Path
+    eval_actions: str = "greedy"  # resolved: "greedy", "sampled" or "both"
 
     def close(self) -> None:
         self.eval_env.close()
@@ -141,8 +187,10 @@ def setup(args: Args) -> Setup:
     """Check the arguments and build the agent and its eval env; a bad argument raises ValueError / TypeError."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    names = ("encoder_kwargs", "algo_kwargs", "policy_kwargs", "optimizer_kwargs", "env_kwargs")
-    kwargs = {name: _json(args, name) for name in names}
+    kwargs = {name: _json(args, name) for name in JSON_FIELDS}
+    if args.preset is not None and get_preset(args.preset).env_id != args.env_id:
+        warnings.warn(f"preset {args.preset!r} was tuned on {get_preset(args.preset).env_id}, not {args.env_id}",
+                      stacklevel=2)
     run_dir = run_directory(args)
     if run_dir.exists():
         raise FileExistsError(
@@ -155,21 +203,24 @@ def setup(args: Args) -> Setup:
     model = make_agent(
         args.algo, args.env_id, args.encoder, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         n_envs=args.n_envs, vec_env=args.vec_env, seed=args.seed, device=args.device, finetune=finetune,
-        pretrained=pretrained, verbose=args.verbose, **kwargs,
+        pretrained=pretrained, verbose=args.verbose, normalize_obs=args.normalize_obs, ortho_init=args.ortho_init,
+        **kwargs,
     )
     try:
         eval_env, kind, episodes = make_eval_env(
-            args.env_id, kwargs["env_kwargs"], args.seed + 10_000, args.eval_episodes
+            args.env_id, kwargs["env_kwargs"], args.seed + 10_000, args.eval_episodes, n_envs=args.eval_envs
         )
+        eval_env = normalized_like(eval_env, model)
     except BaseException:
         model.get_env().close()
         raise
-    return Setup(args, model, eval_env, kind, episodes, run_dir)
+    actions = args.eval_actions or ("both" if kind == "babyai" else "greedy")
+    return Setup(args, model, eval_env, kind, episodes, run_dir, eval_actions=actions)
 
 
 def run_directory(args: Args) -> Path:
     """``RUNS_DIR/<env>/<env>__<exp_name>__<seed>__<unix time>`` (lab.runtime.run_name, CleanRL-style)."""
-    exp_name = args.exp_name or f"{args.algo}_{args.encoder}"
+    exp_name = args.exp_name or args.preset or f"{args.algo}_{args.encoder}"
     env_dir = run_name(args.env_id, timestamp=False)
     return Path(args.runs_dir) / env_dir / run_name(args.env_id, exp_name, seed=args.seed)
 
@@ -195,12 +246,13 @@ def train(built: Setup) -> dict[str, Any]:
     writer.add_text("hyperparameters", hparams_markdown(hparams))
 
     lab_tags = LabTagsCallback(log_every=args.log_every)
-    eval_tags = EvalTagsCallback(eval_kind)
-    callbacks = [lab_tags]
+    actions = built.eval_actions
+    eval_tags = EvalTagsCallback(eval_kind, greedy_too=actions == "both", episodes_seen=lambda: lab_tags.episodes)
+    callbacks = [lab_tags]  # first: its episode count includes this step's episodes when an evaluation reads it
     if args.eval_freq > 0:
         callbacks.append(EvalCallback(
             eval_env, n_eval_episodes=eval_episodes, eval_freq=max(args.eval_freq // args.n_envs, 1),
-            deterministic=True, callback_after_eval=eval_tags, warn=False, verbose=args.verbose,
+            deterministic=actions == "greedy", callback_after_eval=eval_tags, warn=False, verbose=args.verbose,
         ))
     if args.checkpoint_freq > 0:
         save_freq = max(args.checkpoint_freq // args.n_envs, 1)
@@ -212,16 +264,20 @@ def train(built: Setup) -> dict[str, Any]:
         model.learn(args.timesteps, callback=CallbackList(callbacks), progress_bar=args.progress_bar)
     wall_time = time.perf_counter() - start
 
-    final = evaluate(model, eval_env, eval_episodes, eval_kind)
+    if model.get_vec_normalize_env() is not None:
+        sync_envs_normalization(model.get_env(), eval_env)
+    final = evaluate(model, eval_env, eval_episodes, eval_kind, actions)
     step = model.num_timesteps
     writer.add_scalar(tags.MEAN_RETURN, final["mean_return"], step)
-    for key, tag in (("accuracy", tags.ACCURACY), ("success_rate", tags.SUCCESS_RATE)):
+    for key, tag in (("accuracy", tags.ACCURACY), ("success_rate", tags.SUCCESS_RATE),
+                     ("mean_return_greedy", MEAN_RETURN_GREEDY), ("success_rate_greedy", SUCCESS_RATE_GREEDY)):
         if key in final:
             writer.add_scalar(tag, final[key], step)
     writer.flush()
     save_model_atomic(model, run_dir / "model.zip")
     results = {
-        "env_id": args.env_id, "algo": args.algo, "encoder": args.encoder, "run_dir": str(run_dir),
+        "env_id": args.env_id, "preset": args.preset, "algo": args.algo, "encoder": args.encoder,
+        "run_dir": str(run_dir), "eval_actions": actions,
         "steps": step, "episodes": lab_tags.episodes, "wall_time_s": wall_time,
         "steps_per_s": step / max(wall_time, 1e-9), "params": count_parameters(model.policy),
         "trainable_params": count_parameters(model.policy, trainable_only=True),
@@ -231,40 +287,47 @@ def train(built: Setup) -> dict[str, Any]:
     return results
 
 
-def make_eval_env(env_id: str, env_kwargs: dict[str, Any], seed: int, episodes: int) -> tuple[VecEnv, str, int]:
-    """(eval env, kind, episodes): bandits sweep their test split in order, kind "bandit"; BabyAI "babyai"."""
+def make_eval_env(
+    env_id: str, env_kwargs: dict[str, Any], seed: int, episodes: int, n_envs: int = 1
+) -> tuple[VecEnv, str, int]:
+    """(eval env, kind, episodes): bandits sweep their test split in order with one env, kind "bandit"; BabyAI
+    "babyai"; anything else "control". ``n_envs`` envs (seeds ``seed``, ``seed + 1``, ...) share the episodes.
+    Wrap the result with :func:`agents.factory.normalized_like` for an agent trained on normalised observations.
+    """
     from envs.bandit import ClassificationBanditEnv
 
-    env = make_env(env_id, **env_kwargs)
+    probe = make_env(env_id, **env_kwargs)
     kind = "control"
-    if isinstance(env.unwrapped, ClassificationBanditEnv):
-        env.close()
+    if isinstance(probe.unwrapped, ClassificationBanditEnv):
+        probe.close()
         env = make_env(env_id, **{**env_kwargs, "split": "test", "sequential": True})
-        kind, episodes = "bandit", len(env.unwrapped)
-    elif type(env.unwrapped).__module__.startswith("minigrid."):
+        venv = DummyVecEnv([lambda: Monitor(env)])
+        venv.seed(seed)
+        return venv, "bandit", len(env.unwrapped)
+    if type(probe.unwrapped).__module__.startswith("minigrid."):
         kind = "babyai"
-    venv = DummyVecEnv([lambda: Monitor(env)])
+    envs = [probe] + [make_env(env_id, **env_kwargs) for _ in range(max(n_envs, 1) - 1)]
+    venv = DummyVecEnv([lambda env=env: Monitor(env) for env in envs])
     venv.seed(seed)
     return venv, kind, episodes
 
 
-def evaluate(model: BaseAlgorithm, env: VecEnv, episodes: int, kind: str = "control") -> dict[str, float]:
-    """Deterministic evaluation: mean/std return, mean length, success rate (if reported), accuracy (bandits)."""
-    successes: list[float] = []
+def evaluate(
+    model: BaseAlgorithm, env: VecEnv, episodes: int, kind: str = "control", actions: str = "greedy"
+) -> dict[str, float]:
+    """Mean/std return, mean length, success rate (if reported), accuracy (bandits: always greedy).
 
-    def collect(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
-        if local_vars["done"] and "is_success" in local_vars["info"]:
-            successes.append(float(local_vars["info"]["is_success"]))
-
-    returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True,
-                                       return_episode_rewards=True, callback=collect, warn=False)
-    out = {"episodes": len(returns), "mean_return": float(sum(returns) / len(returns)),
-           "std_return": float(torch.tensor(returns, dtype=torch.float64).std(unbiased=False)),
-           "mean_length": float(sum(lengths) / len(lengths))}
-    if successes:
-        out["success_rate"] = sum(successes) / len(successes)
-        if kind == "bandit":
-            out["accuracy"] = out["success_rate"]
+    ``actions``: "greedy" (argmax), "sampled", or "both": the plain keys from sampled actions and
+    ``mean_return_greedy`` / ``success_rate_greedy`` from greedy ones (the same number of new episodes).
+    """
+    if actions not in EVAL_ACTIONS:
+        raise ValueError(f"unknown eval actions {actions!r}; choose one of {', '.join(EVAL_ACTIONS)}")
+    out = evaluate_agent(model, env, episodes, deterministic=actions == "greedy" or kind == "bandit")
+    if actions == "both" and kind != "bandit":
+        greedy = evaluate_agent(model, env, episodes, deterministic=True)
+        out.update({f"{key}_greedy": greedy[key] for key in ("mean_return", "success_rate") if key in greedy})
+    if kind == "bandit" and "success_rate" in out:
+        out["accuracy"] = out["success_rate"]
     return out
 
 
@@ -292,8 +355,8 @@ def _json(args: Args, name: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)  # a preset merges the JSON options here, so bad JSON can fail already
         built = setup(args)
     except (ValueError, TypeError, FileExistsError, gym.error.Error) as error:  # a bad argument: say what works
         print(f"error: {error}", file=sys.stderr)

@@ -17,9 +17,11 @@ from agents.extractors import (
     FusionExtractor,
     ObservationSpaceError,
     TransformerExtractor,
+    with_deltas,
 )
 from agents.factory import make_agent
-from lab.fusion import FusionTransformer
+from lab.fusion import FusionConfig, FusionTransformer
+from lab.layers import TransformerConfig
 
 HISTORY = spaces.Dict({"obs": spaces.Box(-5, 5, (6, 3), np.float32), "mask": spaces.MultiBinary(6)})
 
@@ -33,9 +35,11 @@ def _history_batch(padding_fill: float) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------ transformer
-@pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
-def test_history_output_ignores_the_padding_slots(pooling):
-    extractor = TransformerExtractor(HISTORY, pooling=pooling, d_model=16, num_heads=2, num_layers=2).eval()
+@pytest.mark.parametrize("deltas", [False, True], ids=["obs", "deltas"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "last", "flatten"])
+def test_history_output_ignores_the_padding_slots(pooling, deltas):
+    extractor = TransformerExtractor(HISTORY, pooling=pooling, deltas=deltas, d_model=16, num_heads=2,
+                                     num_layers=2).eval()
     torch.manual_seed(1)
     zeros = _history_batch(0.0)
     torch.manual_seed(1)
@@ -45,19 +49,19 @@ def test_history_output_ignores_the_padding_slots(pooling):
         real_changed = dict(zeros, obs=zeros["obs"].clone())
         real_changed["obs"][:, -1] += 1.0
         out_real = extractor(real_changed)
-    assert out_zeros.shape == (2, 16)
+    assert out_zeros.shape == (2, 6 * 16 if pooling == "flatten" else 16)
     torch.testing.assert_close(out_zeros, out_junk)
     assert not torch.allclose(out_zeros, out_real)  # the real observations do matter
 
 
 @settings(max_examples=25, deadline=None)
-@given(k=st.integers(1, 8), real=st.integers(1, 8), pooling=st.sampled_from(["cls", "mean", "last"]),
-       fill=st.floats(-1e3, 1e3, allow_nan=False))
-def test_any_history_length_ignores_whatever_the_padding_holds(k, real, pooling, fill):
+@given(k=st.integers(1, 8), real=st.integers(1, 8), pooling=st.sampled_from(["cls", "mean", "last", "flatten"]),
+       deltas=st.booleans(), fill=st.floats(-1e3, 1e3, allow_nan=False) | st.just(float("nan")))
+def test_any_history_length_ignores_whatever_the_padding_holds(k, real, pooling, deltas, fill):
     real = min(real, k)  # HistoryWrapper: after t steps the last min(t + 1, K) slots are real
     space = spaces.Dict({"obs": spaces.Box(-5, 5, (k, 2), np.float32), "mask": spaces.MultiBinary(k)})
     torch.manual_seed(0)
-    extractor = TransformerExtractor(space, pooling=pooling, d_model=8, num_heads=2).eval()
+    extractor = TransformerExtractor(space, pooling=pooling, deltas=deltas, d_model=8, num_heads=2).eval()
     obs = torch.randn(1, k, 2)
     mask = torch.zeros(1, k)
     mask[:, k - real:] = 1
@@ -73,6 +77,40 @@ def test_history_with_every_slot_marked_padding_still_sees_the_current_observati
     with torch.no_grad():
         out = extractor(batch)
     assert torch.isfinite(out).all()
+
+
+def test_flatten_pooling_concatenates_every_token_state_in_slot_order():
+    box = TransformerExtractor(spaces.Box(-1, 1, (4,)), pooling="flatten", d_model=8, num_heads=2).eval()
+    rows = TransformerExtractor(spaces.Box(-1, 1, (5, 3)), pooling="flatten", d_model=8, num_heads=2).eval()
+    history = TransformerExtractor(HISTORY, pooling="flatten", d_model=8, num_heads=2).eval()
+    assert (box.features_dim, rows.features_dim, history.features_dim) == (4 * 8, 5 * 8, 6 * 8)
+    x = torch.randn(3, 5, 3)
+    with torch.no_grad():
+        out = rows(x)
+        states = rows.classifier.encode(x)[0]  # (B, T, D), no CLS token
+    assert out.shape == (3, 40) and box(torch.randn(3, 4)).shape == (3, 32)
+    torch.testing.assert_close(out.view(3, 5, 8), states)
+
+
+def test_deltas_are_scaled_frame_differences_and_zero_next_to_padding():
+    x = torch.tensor([[[9.0], [9.0], [1.0], [3.0], [7.0]]])  # slots 0, 1: padding (junk values)
+    padding = torch.tensor([[True, True, False, False, False]])
+    out = with_deltas(x, padding, scale=10.0)
+    assert out.shape == (1, 5, 2)
+    torch.testing.assert_close(out[..., 0], x[..., 0])  # the observations themselves, unchanged
+    torch.testing.assert_close(out[0, :, 1], torch.tensor([0.0, 0.0, 0.0, 20.0, 40.0]))  # 0 where t-1 or t is padding
+    no_mask = with_deltas(torch.tensor([[[1.0], [3.0]]]), None, scale=2.0)
+    torch.testing.assert_close(no_mask[0, :, 1], torch.tensor([0.0, 4.0]))  # a Box (T, D): first row has no past
+
+
+def test_deltas_change_the_features_and_need_a_sequence():
+    torch.manual_seed(0)
+    plain = TransformerExtractor(HISTORY, pooling="flatten", d_model=8, num_heads=2)
+    torch.manual_seed(0)
+    engineered = TransformerExtractor(HISTORY, pooling="flatten", deltas=True, d_model=8, num_heads=2)
+    assert plain.classifier.embed.in_features == 3 and engineered.classifier.embed.in_features == 6
+    with pytest.raises(ValueError, match="deltas=True needs a sequence"):
+        TransformerExtractor(spaces.Box(-1, 1, (4,)), deltas=True)
 
 
 def test_per_feature_tokens_give_each_feature_its_own_projection():
@@ -161,6 +199,79 @@ def test_fusion_exposes_its_fusion_transformer_and_matches_the_shared_babyai_map
         expected = pretrained(inputs, masks).fused
         torch.testing.assert_close(extractor(sb3), expected)
         torch.testing.assert_close(extractor(buffer_style), expected)
+
+
+def test_fusion_flat_readout_is_cls_and_the_49_image_cells_flattened():
+    env = gym.make("lab/BabyAI-GoToRedBallGrey-v0")
+    torch.manual_seed(0)
+    flat = FusionExtractor(env.observation_space, pooling="flat", d_model=16, num_heads=2).eval()
+    torch.manual_seed(0)
+    cls = FusionExtractor(env.observation_space, d_model=16, num_heads=2).eval()
+    assert flat.features_dim == (1 + 49) * 16 and cls.features_dim == 16
+    assert flat.fusion.state_dict().keys() == cls.fusion.state_dict().keys()  # same encoder, only the readout differs
+    batch = _sb3_batch(env, seeds=range(2))
+    with torch.no_grad():
+        out, summary = flat(batch), cls(batch)
+    assert out.shape == (2, 50 * 16)
+    torch.testing.assert_close(out.view(2, 50, 16)[:, 0], summary)  # the CLS state first, then the cells
+    with pytest.raises(ValueError, match="'flat' reads BabyAI's image cells"):
+        FusionExtractor(spaces.Dict({"state": spaces.Box(-1, 1, (3,))}), pooling="flat")
+
+
+def _sb3_batch(env, seeds, steps: int = 0) -> dict[str, torch.Tensor]:
+    """What SB3 hands the extractor: observations after ``steps`` random actions, preprocessed (floats, one-hot)."""
+    obs = []
+    for seed in seeds:
+        o, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        for _ in range(steps):
+            o, *_ = env.step(env.action_space.sample())
+        obs.append(o)
+    raw = {k: torch.as_tensor(np.stack([o[k] for o in obs])) for k in obs[0]}
+    return preprocess_obs(raw, env.observation_space)
+
+
+def test_a_behaviour_cloning_encoder_with_previous_actions_loads_and_computes_the_same_features():
+    """supervised's BC policy: FusionTransformer(babyai_modalities(action_history=4), d64 / 4 heads / 2 layers)."""
+    from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
+
+    bc_config = TransformerConfig(d_model=64, num_heads=4, num_layers=2, dim_feedforward=128, dropout=0.0)
+    torch.manual_seed(3)
+    bc = FusionTransformer(FusionConfig(babyai_modalities(action_history=4), bc_config)).eval()
+    env = gym.make("lab/BabyAI-GoToRedBallGrey-v0", action_history=4)
+    as_config = FusionExtractor(env.observation_space, config=bc_config).eval()
+    as_kwargs = FusionExtractor(env.observation_space, d_model=64, num_heads=4, num_layers=2, dim_feedforward=128,
+                                activation="gelu").eval()  # TransformerConfig's default activation, not FUSION_DEFAULTS'
+    for extractor in (as_config, as_kwargs):
+        extractor.fusion.load_state_dict(bc.state_dict())  # strict: every key and shape matches
+    batch = _sb3_batch(env, seeds=range(3), steps=3)
+    assert (batch["prev_actions"][:, :3] < 7).all()  # three real previous actions, then NO_ACTION
+    inputs, masks = babyai_fusion_inputs(batch["image"], batch["direction"], batch["mission"], batch["prev_actions"])
+    with torch.no_grad():
+        expected = bc(inputs, masks).fused
+        for extractor in (as_config, as_kwargs):
+            torch.testing.assert_close(extractor(batch), expected)
+        moved = dict(batch, prev_actions=torch.full_like(batch["prev_actions"], 2.0))
+        assert not torch.allclose(as_config(moved), expected)  # the previous actions are an input
+    with pytest.raises(TypeError, match="either config="):
+        FusionExtractor(env.observation_space, config=bc_config, d_model=64)
+
+
+def test_a_bc_encoder_and_head_load_into_a_ppo_agent_on_the_action_history_env(tiny_algo_kwargs):
+    from envs.babyai_fusion import babyai_modalities
+
+    bc_config = TransformerConfig(d_model=64, num_heads=4, num_layers=2, dim_feedforward=128, dropout=0.0)
+    bc = FusionTransformer(FusionConfig(babyai_modalities(action_history=4), bc_config))
+    head = torch.nn.Linear(64, 7)
+    model = make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", device="cpu", seed=0,
+                       env_kwargs=dict(action_history=4), encoder_kwargs=dict(config=bc_config),
+                       policy_kwargs=dict(net_arch=dict(pi=[], vf=[])), algo_kwargs=tiny_algo_kwargs["ppo"],
+                       pretrained=bc.state_dict(), pretrained_head=head.state_dict())
+    for key, value in bc.state_dict().items():
+        torch.testing.assert_close(model.policy.features_extractor.fusion.state_dict()[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(model.policy.action_net.weight, head.weight, rtol=0, atol=0)
+    model.learn(32)
+    model.get_env().close()
 
 
 def test_fusion_accepts_a_generic_dict_and_rejects_a_box():

@@ -135,3 +135,87 @@ def test_subprocess_envs_register_the_lab_ids_themselves(tiny_algo_kwargs):
         assert model.num_timesteps >= 32
     finally:
         model.get_env().close()
+
+
+# ------------------------------------------------------------------------ normalisation, init, RL Zoo strings
+def test_normalize_obs_normalises_the_history_but_not_its_mask_and_refuses_ids_and_images():
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    model = make_agent("ppo", "lab/CartPoleNoVelHistory-v1", "transformer", device="cpu", normalize_obs=True,
+                       encoder_kwargs={"d_model": 16, "num_heads": 2})
+    env = model.get_env()
+    assert isinstance(env, VecNormalize) and env.norm_obs_keys == ["obs"] and not env.norm_reward
+    assert model.get_vec_normalize_env() is env
+    with pytest.raises(ValueError, match="float Box keys"):
+        make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", device="cpu", normalize_obs=True)
+    with pytest.raises(ValueError, match="not \\['mask'\\]"):
+        make_agent("ppo", "lab/CartPoleNoVelHistory-v1", device="cpu", normalize_obs=["obs", "mask"])
+    with pytest.raises(ValueError, match="already scales"):
+        make_agent("ppo", "lab/DigitsBandit-v0", "conv", device="cpu", normalize_obs=True)
+
+
+def test_vecnormalize_statistics_are_saved_beside_the_model_and_restored_so_the_loaded_agent_acts_the_same(
+    tmp_path, tiny_algo_kwargs
+):
+    from agents.callbacks import vecnormalize_path
+    from agents.factory import load_agent
+
+    env_id = "lab/CartPoleNoVelHistory-v1"
+    model = make_agent("ppo", env_id, "transformer", seed=0, device="cpu", n_envs=2, normalize_obs=True,
+                       encoder_kwargs={"d_model": 16, "num_heads": 2, "pooling": "flatten"},
+                       algo_kwargs=tiny_algo_kwargs["ppo"])
+    model.learn(128)
+    path = save_model_atomic(model, tmp_path / "model.zip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.vecnormalize.pkl", "model.zip"]
+    assert vecnormalize_path(path) == tmp_path / "model.vecnormalize.pkl"
+    loaded = load_agent("ppo", path, env_id, device="cpu")
+    stats, restored = model.get_vec_normalize_env(), loaded.get_vec_normalize_env()
+    assert restored is not None and not restored.training and restored.norm_obs_keys == ["obs"]
+    np.testing.assert_array_equal(restored.obs_rms["obs"].mean, stats.obs_rms["obs"].mean)
+    np.testing.assert_array_equal(restored.obs_rms["obs"].var, stats.obs_rms["obs"].var)
+
+    observations = [_observation_after(env_id, steps) for steps in range(8)]
+    raw = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+
+    def logits(m, obs):
+        tensor, _ = m.policy.obs_to_tensor(obs)
+        with torch.no_grad():
+            return m.policy.get_distribution(tensor).distribution.logits
+
+    torch.testing.assert_close(logits(model, stats.normalize_obs(raw)), logits(loaded, restored.normalize_obs(raw)),
+                               rtol=0, atol=0)
+    assert not torch.allclose(logits(loaded, raw), logits(loaded, restored.normalize_obs(raw)))  # stats matter
+    with pytest.raises(ValueError, match="pass env_id"):
+        load_agent("ppo", path)
+    model.get_env().close()
+    loaded.get_env().close()
+
+
+def test_ortho_init_heads_keeps_the_extractors_own_init_and_gives_the_heads_sb3s_gains():
+    kwargs = dict(device="cpu", seed=0, encoder_kwargs={"d_model": 16, "num_heads": 2})
+    heads = make_agent("ppo", "CartPole-v1", "transformer", ortho_init="heads", **kwargs).policy
+    none = make_agent("ppo", "CartPole-v1", "transformer", ortho_init="none", **kwargs).policy
+    every = make_agent("ppo", "CartPole-v1", "transformer", ortho_init="all", **kwargs).policy
+    for (name, a), b in zip(heads.features_extractor.state_dict().items(), none.features_extractor.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # the lab init, untouched
+    linear = "classifier.encoder.layers.0.linear1.weight"  # SB3 re-initialises every nn.Linear it reaches
+    assert not torch.equal(every.features_extractor.state_dict()[linear], none.features_extractor.state_dict()[linear])
+    w = heads.action_net.weight  # (2, 64): orthogonal rows of norm 0.01
+    torch.testing.assert_close(w @ w.T, 1e-4 * torch.eye(2), rtol=0, atol=1e-9)
+    assert not torch.equal(heads.action_net.weight, none.action_net.weight)
+    with pytest.raises(ValueError, match="choose one of all, heads, none"):
+        make_agent("ppo", "CartPole-v1", ortho_init="some", device="cpu")
+    with pytest.raises(ValueError, match="not both"):
+        make_agent("ppo", "CartPole-v1", ortho_init="none", policy_kwargs={"ortho_init": True}, device="cpu")
+
+
+def test_rl_zoo_schedule_strings_and_activation_names():
+    model = make_agent("ppo", "CartPole-v1", device="cpu", lr="lin_1e-3", algo_kwargs={"clip_range": "lin_0.2"},
+                       policy_kwargs={"activation_fn": "relu"})
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    assert model.clip_range(0.5) == pytest.approx(0.1)
+    assert model.policy.activation_fn is torch.nn.ReLU
+    with pytest.raises(ValueError, match="'lin_<value>'"):
+        make_agent("ppo", "CartPole-v1", device="cpu", lr="linear_1e-3")
+    with pytest.raises(ValueError, match="choose one of tanh, relu"):
+        make_agent("ppo", "CartPole-v1", device="cpu", policy_kwargs={"activation_fn": "swish"})
