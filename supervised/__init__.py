@@ -1,5 +1,19 @@
 """Supervised tasks and their one trainer: ``fit(task)`` writes TensorBoard events, metrics, checkpoints and
 ``results.json`` for any :class:`Task`; ``python -m supervised.train TASK --help`` runs them from the shell."""
+from supervised.babyai_bc import (
+    BabyAIBCConfig,
+    BabyAIBCTask,
+    BCDataConfig,
+    BCEvalConfig,
+    BCModelConfig,
+    BCPolicy,
+    EpisodeResult,
+    RolloutResult,
+    evaluate_checkpoint,
+    evaluate_policy,
+    evaluation_seeds,
+    load_bc_policy,
+)
 from supervised.checkpoint import load_checkpoint, resolve_checkpoint
 from supervised.configs import ConfigError, TrainConfig
 from supervised.digits import DigitsConfig, DigitsDataConfig, DigitsNetConfig, DigitsTask

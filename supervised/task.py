@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -132,3 +133,9 @@ class Task(abc.ABC):
             return {}
         metrics = evaluate(model, data.test)
         return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
+
+    def export(self, model: nn.Module, run_dir: Path) -> dict[str, Any]:
+        """Called once at the end of a completed run, after the final evaluation, with the final model: write
+        files besides the checkpoints into ``run_dir`` (e.g. weights for another program) and return entries
+        for ``results.json``. Default: nothing."""
+        return {}

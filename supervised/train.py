@@ -5,6 +5,7 @@
     python -m supervised.train mnist1d --train.epochs 5 --model.window 10 --data.shift 0
     python -m supervised.train digits --model.block plain --train.seed 1
     python -m supervised.train digits --train.resume runs/digits/digits__separable__0__1700000000
+    python -m supervised.train babyai_bc --data.level BabyAI-GoToRedBall-v0 --data.demos 50000 --train.epochs 3
 
 Exit status: 0 done, 1 the loss became NaN / inf (the last good checkpoint is named), 2 a bad config or
 run directory, 130 interrupted.
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Union
 
+from supervised.babyai_bc import BabyAIBCTask
 from supervised.checkpoint import load_checkpoint, resolve_checkpoint
 from supervised.configs import RUNTIME_FIELDS, ConfigError, config_from_dict, config_to_dict, flatten
 from supervised.digits import DigitsTask
@@ -24,7 +26,7 @@ from supervised.trainer import NonFiniteLossError, RunDirectoryExistsError, Trai
 
 # Every task the CLI, the benchmark and the experiments know, by name. A new task subclasses
 # supervised.task.Task (with a config dataclass that has a ``train: TrainConfig`` field) and is added here.
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Mnist1dTask, DigitsTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Mnist1dTask, DigitsTask, BabyAIBCTask)}
 
 
 def task_for(config: Any) -> Task:

@@ -347,14 +347,15 @@ class Trainer:
                 best = self.task.final_metrics(best_model, self.data, self._evaluate)
             final.update({f"best_{k}": v for k, v in best.items()})
         logger.log("final", p.step, self.samples, final)
-        results = self._results(final, status="completed")
+        results = self._results(final, status="completed", extra=self.task.export(self.model, self.run_dir))
         write_json(self.run_dir / RESULTS_FILE, results)
         return TrainResult(self.run_dir, results)
 
     def _evaluate(self, model: nn.Module, data: InMemoryDataset) -> dict[str, float]:
         return evaluate(model, data, self.config.eval_batch_size, self.config.amp)
 
-    def _results(self, final: dict[str, float], status: str, error: str | None = None) -> dict[str, Any]:
+    def _results(self, final: dict[str, float], status: str, error: str | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
         p = self.progress
         last_val = p.val_history[-1] if p.val_history else {}
         return {
@@ -369,6 +370,7 @@ class Trainer:
             "best_val_accuracy": p.best_val_accuracy,
             "best_step": p.best_step,
             **self.model_info,
+            **(extra or {}),
             "steps": p.step,
             "samples_seen": self.samples,
             "epochs": p.step / self.steps_per_epoch,

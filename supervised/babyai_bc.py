@@ -1,0 +1,512 @@
+"""Behaviour cloning of minigrid's BabyAIBot with ``lab.FusionTransformer``, scored by rollouts in fresh episodes.
+
+    python -m supervised.train babyai_bc                  # GoToRedBallGrey, 5k demos, 20 epochs, 500 eval episodes
+    python -m supervised.train babyai_bc --data.level BabyAI-GoToRedBall-v0 --data.demos 50000 --train.epochs 3
+    python -m supervised.train babyai_bc --data.demos 1000 --data.val-fraction 0.05 --eval.episodes 2000
+
+Data: the first ``data.demos`` episodes of the bot collection in ``data.demo_dir`` (default
+``data/demos/<level>__seed<demo_seed>``), collected on first use and extended when more are asked for
+(:func:`envs.demos.collect_demos`). Each step is one sample: the observation the bot saw (7x7x3 view,
+direction, mission tokens and, with ``action_history=k``, its k previous actions as
+:class:`envs.babyai.BabyAIObservation` shows them) and the bot's action as the target. ``val_fraction`` holds
+out the last episodes (whole episodes, never single steps) for the trainer's validation accuracy.
+
+Model: :class:`BCPolicy`, observations -> :func:`envs.babyai_fusion.babyai_fusion_inputs` -> ``encoder`` (a plain
+``lab.FusionTransformer``) -> ``head`` (``nn.Linear(d_model, 7)`` on the fused CLS vector): the same mapping
+the RL agents' ``FusionExtractor`` uses, so ``encoder.pt`` (written at the end of every run, with ``head.pt``)
+loads into an RL policy's fusion encoder.
+
+Evaluation: :func:`evaluate_policy` plays ``eval.episodes`` fresh episodes, reset with seeds
+``episode_seed(eval.seed, i)`` (the demo seed rule with another base) minus the seeds of the demos used,
+greedy by default, all envs stepped in lockstep with one batched forward per step; success is
+:func:`envs.babyai.is_success` before the level's ``max_steps`` truncation. ``results.json`` holds the success
+rate, the demos used (episodes and transitions) and the BabyAI paper's demo counts for 99% as a reference;
+``rollouts.json`` every episode (seed, success, length, return, actions).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from envs.babyai import NUM_ACTIONS, babyai_levels, is_success, make_babyai_env
+from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
+from envs.demos import DemoSet, collect_demos, episode_seed, load_demos, read_manifest
+from envs.tokenizer import DEFAULT_MAX_LEN, PAD_ID
+from lab import tags
+from lab.fusion import FusionConfig, FusionTransformer
+from lab.io import atomic_torch_save, write_json
+from lab.layers import ACTIVATIONS, TransformerConfig
+from lab.runtime import count_parameters
+from supervised.checkpoint import load_checkpoint, resolve_checkpoint
+from supervised.configs import ConfigError, TrainConfig, config_from_dict
+from supervised.task import Evaluate, InMemoryDataset, Task, TaskData
+
+EVAL_SEED = 1_000_003  # base seed of evaluation episodes: far from the small demo base seeds (0, 1, 2, ...)
+ENCODER_FILE, HEAD_FILE, ROLLOUTS_FILE = "encoder.pt", "head.pt", "rollouts.json"
+# BabyAI paper (Chevalier-Boisvert et al., ICLR 2019), sample-efficiency table: demonstrations of the bot that
+# imitation learning needed for 99% success (range over their runs). A reference, not our protocol or model.
+PAPER_DEMOS_FOR_99 = {
+    "BabyAI-GoToRedBallGrey-v0": (8_430, 12_400),
+    "BabyAI-GoToRedBall-v0": (49_700, 62_000),
+    "BabyAI-GoToLocal-v0": (148_000, 193_000),
+}
+
+Policy = Callable[[dict[str, Tensor]], Tensor]  # stacked observations -> action logits (B, 7)
+
+
+# ------------------------------------------------------------------------------------------------------- configs
+@dataclass
+class BCDataConfig:
+    """Which demonstrations train the policy."""
+
+    level: str = "BabyAI-GoToRedBallGrey-v0"
+    """BabyAI level id (demos and evaluation episodes both come from it)"""
+    demos: int = 5000
+    """bot episodes used (training + validation): the first N of the collection, collected if missing"""
+    demo_seed: int = 0
+    """base seed of the demo collection: attempt i resets with envs.demos.episode_seed(demo_seed, i)"""
+    demo_dir: str | None = None
+    """demo directory; None = data/demos/<level>__seed<demo_seed> (relative to the working directory)"""
+    action_history: int = 4
+    """previous actions shown to the policy, its only memory (spike: 0 plateaus near 92%, 4 reaches 99%)"""
+    val_fraction: float = 0.0
+    """fraction of the demo episodes (the last ones) held out for validation; 0 = all train (the 99% recipe)"""
+
+    def __post_init__(self) -> None:
+        check_level(self.level)
+        _require(self.demos >= 1, f"demos must be >= 1, got {self.demos}")
+        _require(self.demo_seed >= 0, f"demo_seed must be >= 0, got {self.demo_seed}")
+        _require(self.action_history >= 0, f"action_history must be >= 0 (0 = none), got {self.action_history}")
+        _require(0 <= self.val_fraction < 1, f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        _require(self.demos - self.val_episodes >= 1,
+                 f"val_fraction {self.val_fraction} of {self.demos} demos leaves no training episode")
+        _require(self.demo_dir is None or bool(self.demo_dir.strip()), "demo_dir must be a path or None")
+
+    @property
+    def val_episodes(self) -> int:
+        return math.ceil(self.val_fraction * self.demos) if self.val_fraction > 0 else 0
+
+    def resolved_demo_dir(self) -> Path:
+        return Path(self.demo_dir) if self.demo_dir else Path("data") / "demos" / f"{self.level}__seed{self.demo_seed}"
+
+
+@dataclass
+class BCModelConfig:
+    """Fusion transformer and action head. Defaults: the spike's recipe (81k parameters)."""
+
+    d_model: int = 64
+    """token width; 64 fits ~60 tokens of a 7-action problem and keeps a CPU step at milliseconds"""
+    num_heads: int = 4
+    """attention heads; must divide d_model"""
+    num_layers: int = 2
+    """encoder layers (the RL extractor must use the same number to load encoder.pt)"""
+    dim_feedforward: int = 128
+    """feed-forward width (2 x d_model: 4x was slower per sample and no better in the spike)"""
+    dropout: float = 0.0
+    """dropout in the encoder (the 99% recipe uses none)"""
+    activation: str = "gelu"
+    """gelu or relu (the RL extractor's default is relu: match it when transferring encoder.pt)"""
+    pooling: str = "cls"
+    """cls (a learned summary token) or mean: what the action head reads"""
+
+    def __post_init__(self) -> None:
+        _require(self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}; choose one of "
+                 f"{', '.join(ACTIVATIONS)}")
+        _require(self.pooling in ("cls", "mean"), f"unknown pooling {self.pooling!r}; choose cls or mean")
+        _require(0 <= self.dropout < 1, f"dropout must lie in [0, 1), got {self.dropout}")
+        self.transformer_config()  # d_model a multiple of num_heads, num_layers >= 0: lab's own checks
+
+    def transformer_config(self) -> TransformerConfig:
+        return TransformerConfig(d_model=self.d_model, num_heads=self.num_heads, num_layers=self.num_layers,
+                                 dim_feedforward=self.dim_feedforward, dropout=self.dropout,
+                                 activation=self.activation)
+
+
+@dataclass
+class BCEvalConfig:
+    """Rollouts of the trained policy in fresh episodes."""
+
+    episodes: int = 500
+    """evaluation episodes (500: a standard error of 0.45 points at 99%)"""
+    seed: int = EVAL_SEED
+    """base seed of the evaluation episodes, episode_seed(seed, i) minus demo seeds (and of sampled actions)"""
+    greedy: bool = True
+    """argmax actions; off = sample from the policy's softmax"""
+    num_envs: int = 500
+    """envs stepped in lockstep (one batched forward per step); episodes run in groups of this many"""
+
+    def __post_init__(self) -> None:
+        _require(self.episodes >= 1, f"eval episodes must be >= 1, got {self.episodes}")
+        _require(self.seed >= 0, f"eval seed must be >= 0, got {self.seed}")
+        _require(self.num_envs >= 1, f"eval num_envs must be >= 1, got {self.num_envs}")
+
+
+def _bc_train_config() -> TrainConfig:
+    # The spike's recipe: AdamW lr 2e-3 (betas 0.9 / 0.98, weight decay 0.01), 5% warmup then a cosine to 0,
+    # clipping at 1, batch 256, no label smoothing; 20 epochs of 5k GoToRedBallGrey demos (~2,300 steps).
+    # No best.pt re-evaluation: without a validation split there is no best.pt, and with one it would double
+    # the rollouts.
+    return TrainConfig(epochs=20, batch_size=256, optimizer="adamw", lr=2e-3, weight_decay=0.01,
+                       betas=(0.9, 0.98), warmup_fraction=0.05, min_lr_ratio=0.0, grad_clip=1.0,
+                       label_smoothing=0.0, evaluate_best=False, num_threads=1)
+
+
+@dataclass
+class BabyAIBCConfig:
+    """Behaviour cloning of the BabyAI bot with a fusion transformer, scored by the success rate of rollouts."""
+
+    train: TrainConfig = field(default_factory=_bc_train_config)
+    model: BCModelConfig = field(default_factory=BCModelConfig)
+    data: BCDataConfig = field(default_factory=BCDataConfig)
+    eval: BCEvalConfig = field(default_factory=BCEvalConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.eval.seed != self.data.demo_seed,
+                 f"eval seed {self.eval.seed} equals the demo seed: evaluation episodes would be the demo "
+                 "collection's own; choose another --eval.seed")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def check_level(level: str) -> None:
+    """ValueError naming close matches unless ``level`` is a registered ``BabyAI-*`` id (the bot's levels)."""
+    levels = babyai_levels()
+    if level not in levels:
+        close = difflib.get_close_matches(level, levels, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(sorted(PAPER_DEMOS_FOR_99))}"
+        raise ValueError(f"unknown BabyAI level {level!r} ({len(levels)} BabyAI-* ids are registered); {hint}")
+
+
+def paper_reference(level: str) -> dict[str, Any] | None:
+    """The BabyAI paper's demo counts for 99% success on ``level`` (None when the paper has none)."""
+    if level not in PAPER_DEMOS_FOR_99:
+        return None
+    low, high = PAPER_DEMOS_FOR_99[level]
+    return {"source": "BabyAI paper (Chevalier-Boisvert et al., ICLR 2019), imitation learning from the bot",
+            "quantity": "demonstrations needed for 99% success", "demos_low": low, "demos_high": high}
+
+
+# --------------------------------------------------------------------------------------------------------- model
+class BCPolicy(nn.Module):
+    """BabyAI observations -> action logits (B, 7).
+
+    ``observations``: ``image`` int (B, 7, 7, 3), ``direction`` int (B,), ``mission`` int (B, L) token ids and,
+    when ``action_history`` k > 0, ``prev_actions`` int (B, k) (what ``make_babyai_env(level, action_history=k)``
+    shows, stacked). ``encoder`` is a plain ``FusionTransformer`` (its ``state_dict()`` has no prefix: it loads
+    into an RL policy's fusion encoder), ``head`` the linear action head on the fused vector.
+    """
+
+    def __init__(self, config: BCModelConfig | None = None, action_history: int = 4,
+                 max_mission_len: int = DEFAULT_MAX_LEN) -> None:
+        super().__init__()
+        config = config or BCModelConfig()
+        self.action_history = action_history
+        modalities = babyai_modalities(max_mission_len, action_history)
+        self.encoder = FusionTransformer(FusionConfig(modalities, config.transformer_config(), config.pooling))
+        self.head = nn.Linear(config.d_model, NUM_ACTIONS)
+
+    def forward(self, observations: Mapping[str, Tensor]) -> Tensor:
+        prev_actions = None
+        if self.action_history:
+            prev_actions = observations.get("prev_actions")
+            if prev_actions is None or prev_actions.shape[-1] != self.action_history:
+                got = "none" if prev_actions is None else f"shape {tuple(prev_actions.shape)}"
+                raise ValueError(f"this policy reads the {self.action_history} previous actions: observations need "
+                                 f"'prev_actions' (batch, {self.action_history}) as make_babyai_env(level, "
+                                 f"action_history={self.action_history}) gives them; got {got}")
+        inputs, masks = babyai_fusion_inputs(observations["image"], observations["direction"],
+                                             observations["mission"], prev_actions)
+        return self.logits(inputs, masks)
+
+    def logits(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:
+        """FusionTransformer inputs and padding masks (``babyai_fusion_inputs``' output) -> logits (B, 7)."""
+        return self.head(self.encoder(inputs, masks).fused)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int  # reset seed of the episode
+    success: bool  # envs.babyai.is_success of its last step
+    length: int  # steps taken (the level's max_steps when it timed out)
+    reward: float  # return (BabyAI pays once, at success: 1 - 0.9 * length / max_steps)
+    actions: tuple[int, ...]  # the policy's actions, in order
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """Every episode of one evaluation, in seed order, and the numbers over them."""
+
+    level: str
+    greedy: bool
+    episodes: tuple[EpisodeResult, ...]
+    skipped_seeds: int  # evaluation seeds of the rule left out because they were excluded (demo seeds)
+    wall_time_s: float
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean([e.success for e in self.episodes]))
+
+    @property
+    def success_stderr(self) -> float:
+        """Binomial standard error of the success rate."""
+        p = self.success_rate
+        return math.sqrt(p * (1 - p) / len(self.episodes))
+
+    @property
+    def mean_length(self) -> float:
+        return float(np.mean([e.length for e in self.episodes]))
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean([e.reward for e in self.episodes]))
+
+    @property
+    def failed_seeds(self) -> list[int]:
+        return [e.seed for e in self.episodes if not e.success]
+
+    def metrics(self) -> dict[str, float]:
+        return {"success_rate": self.success_rate, "success_rate_stderr": self.success_stderr,
+                "mean_length": self.mean_length, "mean_return": self.mean_return,
+                "eval_episodes": len(self.episodes), "eval_wall_time_s": self.wall_time_s}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "greedy": self.greedy, **self.metrics(), "skipped_seeds": self.skipped_seeds,
+                "episodes": [asdict(e) for e in self.episodes]}
+
+
+def evaluation_seeds(episodes: int, base_seed: int = EVAL_SEED, exclude: Iterable[int] = ()) -> tuple[list[int], int]:
+    """The reset seeds ``episode_seed(base_seed, i)``, i = 0, 1, ..., that are not in ``exclude``, until there
+    are ``episodes`` of them; returns ``(seeds, number skipped)``."""
+    excluded, seeds, index = set(exclude), [], 0
+    while len(seeds) < episodes:
+        seed = episode_seed(base_seed, index)
+        index += 1
+        if seed not in excluded:
+            seeds.append(seed)
+    return seeds, index - episodes
+
+
+@torch.no_grad()
+def evaluate_policy(policy: Policy, level: str, episodes: int = 500, *, action_history: int | None = None,
+                    seed: int = EVAL_SEED, exclude_seeds: Iterable[int] = (), greedy: bool = True,
+                    num_envs: int = 500) -> RolloutResult:
+    """Play ``episodes`` fresh episodes of ``level`` with ``policy`` and return every episode's result.
+
+    Args:
+        policy: a module or function mapping stacked observations (see :class:`BCPolicy`; tensors on the
+            policy's device) to action logits (B, 7). A module is put in eval mode and restored.
+        level: BabyAI level id.
+        episodes: how many episodes (any number >= 1).
+        action_history: k previous actions in the observations; None = ``policy.action_history`` (or 0).
+        seed: episodes are reset with ``episode_seed(seed, i)`` for i = 0, 1, ... minus ``exclude_seeds`` (pass
+            the training demos' seeds: the episodes are then unseen); also seeds the sampling.
+        greedy: argmax actions; False samples from the softmax of the logits.
+        num_envs: envs stepped in lockstep, one batched forward per step; episodes run in groups of this many.
+    """
+    if episodes < 1 or num_envs < 1:
+        raise ValueError(f"episodes and num_envs must be >= 1, got {episodes} and {num_envs}")
+    k = getattr(policy, "action_history", 0) if action_history is None else action_history
+    excluded = set(exclude_seeds)
+    seeds, skipped = evaluation_seeds(episodes, seed, excluded)
+    if excluded.intersection(seeds):  # unreachable unless evaluation_seeds breaks; the protocol depends on it
+        raise AssertionError("evaluation seeds overlap the excluded (demo) seeds")
+    device = _device_of(policy)
+    generator = None if greedy else torch.Generator().manual_seed(seed)
+    was_training = isinstance(policy, nn.Module) and policy.training
+    if isinstance(policy, nn.Module):
+        policy.eval()
+    envs = [make_babyai_env(level, action_history=k) for _ in range(min(num_envs, episodes))]
+    start, results = time.perf_counter(), []
+    try:
+        for first in range(0, episodes, len(envs)):
+            results += _play_lockstep(policy, envs, seeds[first:first + len(envs)], device, generator)
+    finally:
+        for env in envs:
+            env.close()
+        if isinstance(policy, nn.Module):
+            policy.train(was_training)
+    return RolloutResult(level, greedy, tuple(results), skipped, time.perf_counter() - start)
+
+
+def _play_lockstep(policy: Policy, envs: Sequence[Any], seeds: Sequence[int], device: torch.device,
+                   generator: torch.Generator | None) -> list[EpisodeResult]:
+    """One episode per seed on ``envs[:len(seeds)]``; each step, one forward over the envs still running."""
+    observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
+    actions: list[list[int]] = [[] for _ in seeds]
+    returns, success = [0.0] * len(seeds), [False] * len(seeds)
+    active = list(range(len(seeds)))
+    while active:
+        batch = {key: torch.as_tensor(np.stack([observations[i][key] for i in active])).to(device)
+                 for key in observations[active[0]]}
+        chosen = _choose(policy(batch), len(active), generator)
+        running = []
+        for i, action in zip(active, chosen):
+            obs, reward, terminated, truncated, _ = envs[i].step(action)
+            actions[i].append(action)
+            returns[i] += float(reward)
+            if terminated or truncated:
+                success[i] = is_success(reward, terminated)
+            else:
+                observations[i] = obs
+                running.append(i)
+        active = running
+    return [EpisodeResult(s, success[i], len(actions[i]), returns[i], tuple(actions[i])) for i, s in enumerate(seeds)]
+
+
+def _device_of(policy: Policy) -> torch.device:
+    """Where the observations go: the device of the module's first parameter, else the CPU."""
+    parameters = policy.parameters() if isinstance(policy, nn.Module) else iter(())
+    return next((p.device for p in parameters), torch.device("cpu"))
+
+
+def _choose(logits: Tensor, batch: int, generator: torch.Generator | None) -> list[int]:
+    if logits.shape != (batch, NUM_ACTIONS):
+        raise ValueError(f"the policy must return logits of shape ({batch}, {NUM_ACTIONS}), got {tuple(logits.shape)}")
+    if generator is None:
+        return logits.argmax(dim=-1).tolist()
+    probs = torch.softmax(logits.float().cpu(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def load_bc_demos(data: BCDataConfig, progress: bool = True) -> DemoSet:
+    """The first ``data.demos`` demos of ``data.resolved_demo_dir()``, collecting (or extending) them first."""
+    out = data.resolved_demo_dir()
+    stored = (read_manifest(out) or {}).get("episodes", 0)
+    if stored < data.demos and progress:
+        print(f"collecting {data.demos - stored} {data.level} bot demos into {out} ({stored} stored)", flush=True)
+    try:
+        collect_demos(data.level, data.demos, out, seed=data.demo_seed, progress=progress)
+    except (ValueError, RuntimeError) as error:  # another level / seed in that directory, or a level the bot fails
+        raise ConfigError(f"cannot get {data.demos} demos of {data.level} in {out}: {error}") from None
+    demos = load_demos(out, max_episodes=data.demos)
+    if demos.num_episodes != data.demos:
+        raise ConfigError(f"{out} holds {demos.num_episodes} demos, {data.demos} needed")
+    return demos
+
+
+def demo_dataset(demos: DemoSet, episodes: slice, action_history: int) -> InMemoryDataset:
+    """The steps of ``demos``' episodes ``episodes`` (a slice) as observations (what :class:`BCPolicy` reads) and
+    the bot's actions as targets. Images stay uint8; the mission is cut to the longest one in ``demos``."""
+    first, stop = episodes.indices(demos.num_episodes)[:2]
+    steps = slice(int(demos.episode_start[first]) if first < demos.num_episodes else demos.num_steps,
+                  int(demos.episode_start[stop]) if stop < demos.num_episodes else demos.num_steps)
+    mission_len = max(int((demos.mission != PAD_ID).sum(axis=1).max()), 1)
+    inputs = {
+        "image": torch.from_numpy(demos.image[steps]),  # (N, 7, 7, 3) uint8
+        "direction": torch.from_numpy(demos.direction[steps]),  # (N,) uint8
+        "mission": torch.from_numpy(demos.mission[:, :mission_len][demos.episode[steps]]),  # (N, L) int64
+    }
+    if action_history:
+        inputs["prev_actions"] = torch.from_numpy(demos.prev_actions(action_history)[steps])  # (N, k) int64
+    return InMemoryDataset(inputs, torch.from_numpy(demos.action[steps].astype(np.int64)))
+
+
+# ---------------------------------------------------------------------------------------------------------- task
+class BabyAIBCTask(Task):
+    """Cross-entropy on the bot's actions; the final metric is the success rate of rollouts in fresh episodes."""
+
+    name = "babyai_bc"
+    config_class = BabyAIBCConfig
+    final_metric_tags = {"success_rate": tags.SUCCESS_RATE, "mean_return": tags.MEAN_RETURN}
+
+    def __init__(self, config: BabyAIBCConfig | None = None) -> None:
+        super().__init__(config)
+        self.demo_info: dict[str, Any] = {}  # what load_data used, for results.json
+        self.rollouts: list[RolloutResult] = []  # one per final_metrics call: the final model's, then best.pt's
+        self._demo_seeds: set[int] | None = None
+
+    def run_label(self) -> str:
+        d = self.config.data
+        return f"{d.level.removeprefix('BabyAI-').removesuffix('-v0')}_{d.demos}demos"
+
+    def load_data(self) -> TaskData:
+        d = self.config.data
+        demos = load_bc_demos(d, progress=not self.config.train.quiet)
+        n_train = d.demos - d.val_episodes
+        train = demo_dataset(demos, slice(0, n_train), d.action_history)
+        val = demo_dataset(demos, slice(n_train, d.demos), d.action_history) if d.val_episodes else None
+        self._demo_seeds = {int(s) for s in demos.seed}
+        self.rollouts = []
+        self.demo_info = {
+            "demo_dir": str(d.resolved_demo_dir()), "demos_in_dir": int(demos.manifest["episodes"]),
+            "demo_episodes": demos.num_episodes, "demo_transitions": demos.num_steps,
+            "train_episodes": n_train, "train_transitions": len(train),
+            "val_episodes": d.val_episodes, "val_transitions": len(val) if val is not None else 0,
+            "demo_mean_length": float(demos.length.mean()),
+        }
+        return TaskData(train, val)
+
+    def demo_seeds(self) -> set[int]:
+        """Reset seeds of the demos this config trains and validates on (loads them if load_data has not)."""
+        if self._demo_seeds is None:
+            self._demo_seeds = {int(s) for s in load_bc_demos(self.config.data, progress=False).seed}
+        return self._demo_seeds
+
+    def build_model(self) -> nn.Module:
+        return BCPolicy(self.config.model, self.config.data.action_history)
+
+    def describe_model(self, model: nn.Module) -> dict[str, int | float]:
+        return {"params": count_parameters(model), "encoder_params": count_parameters(model.encoder),
+                "head_params": count_parameters(model.head)}
+
+    def final_metrics(self, model: nn.Module, data: TaskData, evaluate: Evaluate) -> dict[str, float]:
+        d, e = self.config.data, self.config.eval
+        result = evaluate_policy(model, d.level, e.episodes, action_history=d.action_history, seed=e.seed,
+                                 exclude_seeds=self.demo_seeds(), greedy=e.greedy, num_envs=e.num_envs)
+        self.rollouts.append(result)
+        return result.metrics()
+
+    def export(self, model: nn.Module, run_dir: Path) -> dict[str, Any]:
+        """``encoder.pt`` / ``head.pt`` (plain state dicts of the final model's FusionTransformer and head),
+        ``rollouts.json`` (every evaluation episode); returns the demos used and the paper's reference."""
+        atomic_torch_save(model.encoder.state_dict(), run_dir / ENCODER_FILE)
+        atomic_torch_save(model.head.state_dict(), run_dir / HEAD_FILE)
+        labels = ("final", "best")
+        write_json(run_dir / ROLLOUTS_FILE, {label: r.to_dict() for label, r in zip(labels, self.rollouts)})
+        encoder_config = model.encoder.config
+        return {
+            **self.demo_info,
+            "eval_seed": self.config.eval.seed,
+            "eval_skipped_demo_seeds": self.rollouts[0].skipped_seeds if self.rollouts else None,
+            "paper_reference": paper_reference(self.config.data.level),
+            "encoder_file": ENCODER_FILE, "head_file": HEAD_FILE, "rollouts_file": ROLLOUTS_FILE,
+            "encoder_config": {"modalities": [asdict(m) for m in encoder_config.modalities],
+                               "transformer": asdict(encoder_config.transformer), "pooling": encoder_config.pooling},
+        }
+
+
+# ------------------------------------------------------------------------------------------------ trained runs
+def load_bc_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[BCPolicy, BabyAIBCConfig]:
+    """The policy and config of a ``babyai_bc`` checkpoint, or of a run directory (its ``last.pt``)."""
+    checkpoint = load_checkpoint(resolve_checkpoint(path), map_location)
+    if checkpoint["task"] != BabyAIBCTask.name:
+        raise ConfigError(f"{path} is a {checkpoint['task']!r} checkpoint, not {BabyAIBCTask.name!r}")
+    config = config_from_dict(BabyAIBCConfig, checkpoint["experiment"])
+    policy = BCPolicy(config.model, config.data.action_history)
+    policy.load_state_dict(checkpoint["model"])
+    return policy.to(map_location), config
+
+
+def evaluate_checkpoint(path: str | Path, episodes: int | None = None, *, greedy: bool | None = None,
+                        num_envs: int | None = None) -> RolloutResult:
+    """Re-evaluate a trained run (e.g. on 2,000 episodes) with its own protocol: the first ``episodes`` seeds of
+    the same rule, so the run's own evaluation episodes come first. Needs the run's demo directory (seeds)."""
+    policy, config = load_bc_policy(path)
+    e = config.eval
+    return evaluate_policy(policy, config.data.level, episodes or e.episodes, seed=e.seed,
+                           exclude_seeds=BabyAIBCTask(config).demo_seeds(),
+                           greedy=e.greedy if greedy is None else greedy, num_envs=num_envs or e.num_envs)
