@@ -1,0 +1,177 @@
+"""Command line: ``python -m experiments {digits,imitation,optimizers,finetune,flagship,report} [--full] [--seeds N]``.
+
+    python -m experiments flagship                  # experiments 1 + 2, quick mode (a few minutes on 2 cores)
+    python -m experiments digits --full             # experiment 1 with the full budget and 5 seeds
+    python -m experiments optimizers --seeds 2 --budget.samples 4096
+    python -m experiments digits --help             # every option, with its default
+    python -m experiments report runs/digits        # re-render plots and report.md from results.json
+
+Every run writes TensorBoard events to ``OUT/<experiment>/<variant>/seed<N>`` (shared ``lab.tags``, x-axis =
+samples or environment steps), and ``OUT/<experiment>/`` gets ``results.json``, ``runs.csv``, ``summary.csv``,
+``plots/*.png`` and ``report.md``. An ``OUT/<experiment>`` that already holds files is refused: nothing is
+overwritten. Exit status: 0 done, 1 some run failed (the others are reported), 2 bad input.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Annotated, Union
+
+import tyro
+
+from experiments import digits, finetune, imitation, optimizers
+from experiments.common import FULL_SEEDS, QUICK_SEEDS, seed_list
+from experiments.pipeline import OutputExistsError, Planned, check_output_free, print_closing, render, run
+from experiments.runner import cpu_seconds
+
+MODULES = {"digits": digits, "imitation": imitation, "optimizers": optimizers, "finetune": finetune}
+FLAGSHIP = ("digits", "imitation")  # the README's main command: experiments 1 and 2 in quick mode
+
+
+@dataclass
+class Common:
+    full: bool = False
+    """full mode: the budgets meant to reach the targets (hours on 2 cores); default: quick mode (minutes)"""
+    seeds: int | None = None
+    """number of seeds, run as seed 1..N (default: 3 quick, 5 full)"""
+    out: str = "runs"
+    """output root: runs go to OUT/<experiment>/<variant>/seed<N>; an OUT/<experiment> holding files is refused"""
+    workers: int = 2
+    """worker processes running independent runs in parallel, one torch thread each (0: all in this process)"""
+    progress: bool = True
+    """live display of what is running and what remains"""
+
+
+@dataclass
+class DigitsCommand(Common):
+    """Experiment 1, same data, two signals: one separable-conv net on digits, trained with labels
+    (cross-entropy) or with rewards only (PPO, A2C on lab/DigitsBandit-v0)."""
+
+    budget: digits.DigitsBudget = field(default_factory=digits.DigitsBudget)
+
+
+@dataclass
+class ImitationCommand(Common):
+    """Experiment 2, imitation vs RL on BabyAI (GoToRedBallGrey quick, GoToRedBall full): behaviour cloning
+    from the bot's demonstrations vs PPO, the same fusion encoder, next to the BabyAI paper's table."""
+
+    budget: imitation.ImitationBudget = field(default_factory=imitation.ImitationBudget)
+
+
+@dataclass
+class OptimizersCommand(Common):
+    """Experiment 3, the optimizers of lab.optim in both paradigms: supervised digits and PPO on the digits
+    bandit (the same net), final test accuracy and samples / wall time to a threshold."""
+
+    budget: optimizers.OptimizersBudget = field(default_factory=optimizers.OptimizersBudget)
+
+
+@dataclass
+class FinetuneCommand(Common):
+    """Experiment 4, fine-tuning across paradigms: pretrain the fusion encoder by behaviour cloning, then PPO
+    with the encoder frozen / top layer / discriminative rates / full, against PPO from scratch."""
+
+    budget: finetune.FinetuneBudget = field(default_factory=finetune.FinetuneBudget)
+
+
+@dataclass
+class FlagshipCommand(Common):
+    """Experiments 1 and 2 (digits: labels vs rewards; BabyAI: imitation vs RL) in one pool of workers, one
+    report each. Quick mode fits in about 3.5 minutes of compute on 2 cores."""
+
+    digits: digits.DigitsBudget = field(default_factory=digits.DigitsBudget)
+    imitation: imitation.ImitationBudget = field(default_factory=imitation.ImitationBudget)
+
+
+@dataclass
+class ReportCommand:
+    """Re-render plots/ and report.md of an experiment directory from its results.json (no training)."""
+
+    directory: Annotated[str, tyro.conf.Positional]
+    """an experiment directory, e.g. runs/digits"""
+
+
+COMMANDS = {"digits": DigitsCommand, "imitation": ImitationCommand, "optimizers": OptimizersCommand,
+            "finetune": FinetuneCommand, "flagship": FlagshipCommand, "report": ReportCommand}
+
+
+def option_names(cls: type, prefix: str = "") -> list[str]:
+    """Every ``--option`` of a command (nested budgets as ``--budget.field``), for error messages."""
+    names = []
+    for f in fields(cls):
+        if f.name == "directory":
+            continue
+        if isinstance(f.default_factory, type):  # a nested budget dataclass
+            names += option_names(f.default_factory, f"{prefix}{f.name}.")
+        else:
+            names.append(f"--{prefix}{f.name.replace('_', '-')}")
+    return names
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """tyro parses; on bad input (exit 2) the valid experiments or the valid options are listed too."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    subcommands = tuple(Annotated[cls, tyro.conf.subcommand(name, prefix_name=False)]
+                        for name, cls in COMMANDS.items())
+    try:
+        return tyro.cli(Union[subcommands], args=argv, prog="python -m experiments",  # type: ignore[valid-type]
+                        description=__doc__.split("\n\n")[0])
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            command = next((a for a in argv if not a.startswith("-")), None)
+            if command in COMMANDS:
+                print(f"error: valid options of '{command}': {', '.join(option_names(COMMANDS[command]))}",
+                      file=sys.stderr)
+            else:
+                print(f"error: unknown experiment {command!r}; choose one of {', '.join(COMMANDS)}",
+                      file=sys.stderr)
+        raise
+
+
+def plan(args: Common, name: str) -> list[Planned]:
+    """The experiments of a command with resolved budgets; ValueError on bad values (before any work)."""
+    if args.seeds is not None and args.seeds <= 0:
+        raise ValueError(f"--seeds must be a positive number of seeds, got {args.seeds}")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0 (0: run in this process), got {args.workers}")
+    seeds = seed_list(args.seeds or (FULL_SEEDS if args.full else QUICK_SEEDS))
+    mode = "full" if args.full else "quick"
+    names = FLAGSHIP if name == "flagship" else (name,)
+    planned = []
+    for n in names:
+        budget = getattr(args, n) if name == "flagship" else args.budget
+        budget = budget.resolve(args.full)
+        budget.check()
+        planned.append(Planned(n, MODULES[n], budget, seeds, mode))
+    return planned
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if isinstance(args, ReportCommand):
+        directory = Path(args.directory)
+        name = directory.name
+        if name not in MODULES or not (directory / "results.json").is_file():
+            print(f"error: {directory} is not an experiment directory with results.json (its name must be one of "
+                  f"{', '.join(MODULES)})", file=sys.stderr)
+            return 2
+        results = render(directory, MODULES[name])
+        print(f"report: {results['report']}")
+        return 0
+    name = next(n for n, cls in COMMANDS.items() if type(args) is cls)
+    try:
+        planned = plan(args, name)
+        check_output_free(Path(args.out), [p.name for p in planned])
+    except (ValueError, OutputExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    start_wall, start_cpu = time.perf_counter(), cpu_seconds()
+    all_results = run(planned, Path(args.out), args.workers, args.progress, ["python -m experiments", *argv])
+    wall = time.perf_counter() - start_wall
+    cpu = cpu_seconds() - start_cpu
+    print_closing(all_results, MODULES, Path(args.out), wall, cpu)
+    return 1 if any(r["errors"] for r in all_results) else 0

@@ -1,0 +1,177 @@
+"""Experiment 4, *fine-tuning strategies across paradigms*: pretrain the fusion policy by behaviour cloning
+(supervised, on the bot's demonstrations), then continue with PPO (reward only) under each of ``agents``'
+strategies, against PPO from scratch.
+
+- ``frozen``: the pretrained encoder stays fixed; the action and value heads train;
+- ``top``: only the top encoder layer group (and the heads) train;
+- ``discriminative``: everything trains, learning rates spread log-evenly from lr / 100 (embeddings) to lr
+  (heads);
+- ``full``: everything trains at one rate;
+- ``scratch``: no pretraining, the same PPO.
+
+The PPO policy has the cloned policy's architecture (behaviour cloning's fusion encoder, CLS state -> linear
+action head, plus a linear value head) and the pretrained action head is loaded too (``load_head``), so every
+fine-tuned policy starts as the cloned one and the curves start at its success rate; the PPO recipe and the
+evaluation episodes are experiment 2's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from experiments import imitation
+from experiments.common import first_crossing, markdown_table, mean_curve, rows_of, summary_row
+from experiments.runner import Job
+
+STRATEGIES = ("frozen", "top", "discriminative", "full", "scratch")
+HEADLINE = ("final success rate", "success rate at step 0 (after pretraining)")
+
+
+@dataclass
+class FinetuneBudget:
+    """What each run gets. ``None`` fields take the mode's value (quick / full)."""
+
+    level: str | None = None
+    """BabyAI level: quick BabyAI-GoToRedBallGrey-v0, full BabyAI-GoToRedBall-v0"""
+    pretrain_demos: int | None = None
+    """demonstrations for the behaviour-cloning pretraining (quick 400, full 4000)"""
+    bc_steps: int | None = None
+    """optimizer steps of the pretraining, batch 256 (quick 50, full 2000)"""
+    rl_steps: int | None = None
+    """PPO environment steps per fine-tuning run (quick 8192, full 200000)"""
+    eval_every: int | None = None
+    """environment steps between evaluations (quick 2048, full 16384)"""
+    eval_episodes: int | None = None
+    """fresh episodes per success-rate evaluation (quick 100, full 500)"""
+    strategies: tuple[str, ...] = STRATEGIES
+    """fine-tuning strategies (agents.finetune.STRATEGIES)"""
+    load_head: bool = True
+    """also start PPO's action head from the cloned policy's (else only the encoder is pretrained)"""
+    greedy: bool = False
+    """evaluate with argmax actions instead of sampling from the policy"""
+    thresholds: tuple[float, ...] = (0.5, 0.9, 0.99)
+    """success rates for 'episodes to threshold'"""
+    demos_dir: str | None = None
+    """reuse (and extend) a demonstration directory across invocations; default: a fresh one in the output"""
+
+    def resolve(self, full: bool) -> FinetuneBudget:
+        if full:
+            defaults = dict(level=imitation.LEVELS[1], pretrain_demos=4000, bc_steps=2000, rl_steps=200_000,
+                            eval_every=16_384, eval_episodes=500)
+        else:
+            defaults = dict(level=imitation.LEVELS[0], pretrain_demos=400, bc_steps=50, rl_steps=8192,
+                            eval_every=2048, eval_episodes=100)
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def check(self) -> None:
+        from agents.finetune import STRATEGIES as KNOWN
+
+        unknown = [s for s in self.strategies if s not in KNOWN]
+        if unknown or not self.strategies:
+            raise ValueError(f"strategies must be a non-empty subset of {', '.join(KNOWN)}; got {self.strategies}")
+        self.imitation_budget().check()
+
+    def imitation_budget(self) -> imitation.ImitationBudget:
+        return imitation.ImitationBudget(level=self.level, demo_counts=(self.pretrain_demos,),
+                                         bc_steps=self.bc_steps, bc_epochs=0, rl_steps=self.rl_steps, eval_every=self.eval_every,
+                                         eval_episodes=self.eval_episodes, greedy=self.greedy,
+                                         demos_dir=self.demos_dir)
+
+
+def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> list[Job]:
+    from experiments.bc import train_bc
+
+    base = budget.imitation_budget()
+    demos = imitation.demos_job(exp, base)
+    out = [demos]
+    for seed in seeds:
+        pretrain = Job(f"{exp}/bc-pretrain/seed{seed}", train_bc,
+                       dict(variant="bc-pretrain", seed=seed, demos_from=demos.id,
+                            config=imitation.bc_config(base, budget.pretrain_demos, seed)),
+                       deps=(demos.id,), cost=budget.bc_steps * 256 / 700)
+        out.append(pretrain)
+        for strategy in budget.strategies:
+            # The cloned policy's architecture (CLS -> linear heads), so its action head loads too.
+            pretrained = {} if strategy == "scratch" else dict(pretrained_from=pretrain.id, load_head=budget.load_head)
+            out.append(imitation.rl_job(exp, base, seed, "cls", variant=strategy, finetune=strategy, **pretrained))
+    return out
+
+
+def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    pre = sorted((r for r in runs if r["variant"] == "bc-pretrain"), key=lambda r: r["seed"])
+    if pre:
+        rows.append(summary_row("pretrain", "success rate of the cloned policy", "bc-pretrain",
+                                [r["success_rate"] for r in pre]))
+        rows.append(summary_row("pretrain", "expert actions (labels) consumed", "bc-pretrain",
+                                [r["labels_seen"] for r in pre], "{:,.0f}"))
+        rows.append(summary_row("pretrain", "training wall time", "bc-pretrain",
+                                [r["train_wall_time_s"] for r in pre], "{:.1f}", "s"))
+    for strategy in budget["strategies"]:
+        rs = sorted((r for r in runs if r["variant"] == strategy), key=lambda r: r["seed"])
+        if not rs:
+            continue
+
+        def add(section, quantity, values, fmt="{:.3f}", unit=""):
+            rows.append(summary_row(section, quantity, strategy, values, fmt, unit))
+
+        add("outcome", "success rate at step 0 (after pretraining)", [r["curve"][0]["success_rate"] for r in rs])
+        add("outcome", "final success rate", [r["final_metric"] for r in rs])
+        add("outcome", "best success rate during training", [max(p["success_rate"] for p in r["curve"]) for r in rs])
+        for t in budget["thresholds"]:
+            add("outcome", f"training episodes to {t:.0%} success",
+                [first_crossing(r["curve"], "episodes", "success_rate", t) for r in rs], "{:,.0f}")
+        add("cost", "trainable parameters", [r["trainable_params"] for r in rs], "{:,.0f}")
+        add("cost", "parameters", [r["params"] for r in rs], "{:,.0f}")
+        add("cost", "training episodes", [r["episodes"] for r in rs], "{:,.0f}")
+        add("cost", "training wall time", [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
+        add("cost", "run CPU time (incl. evaluation)", [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
+    return rows
+
+
+def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
+    from experiments import plots
+
+    budget, runs, mode = results["budget"], results["runs"], results["mode"]
+    out = []
+    for x, label in (("steps", "PPO environment steps"), ("episodes", "PPO training episodes")):
+        series = {s: mean_curve([r["curve"] for r in runs if r["variant"] == s], x, "success_rate")
+                  for s in budget["strategies"]}
+        out.append(plots.curves(series, plot_dir / f"success_vs_{x}.png", label, "success rate (fresh episodes)",
+                                f"{budget['level']}: BC-pretrained PPO by strategy vs scratch ({mode} mode)",
+                                hlines=[(t, f"{t:.0%}") for t in budget["thresholds"]], ylim=(0, 1.02)))
+    return out
+
+
+def report(results: dict[str, Any], plot_paths: list[str]) -> str:
+    budget, summary, mode = results["budget"], results["summary"], results["mode"]
+    note = (f"**{mode.capitalize()}-mode budget**: level {budget['level']}; pretraining = behaviour cloning on "
+            f"{budget['pretrain_demos']:,} bot demonstrations for {budget['bc_steps']:,} steps of batch 256; then "
+            f"PPO for {budget['rl_steps']:,} environment steps per strategy, evaluated every "
+            f"{budget['eval_every']:,} steps on {budget['eval_episodes']} fresh episodes; action head "
+            f"{'loaded from' if budget['load_head'] else 'not loaded from'} the cloned policy; seeds "
+            f"{', '.join(map(str, results['seeds']))}.")
+    if mode == "quick":
+        full = FinetuneBudget().resolve(True)
+        note += (f" Quick-mode budgets show the trend only; `--full` runs {full.level} with {full.pretrain_demos:,} "
+                 f"demos and {full.rl_steps:,} PPO steps.")
+    return "\n".join([
+        "## Experiment 4: fine-tuning strategies across paradigms (BabyAI)",
+        "",
+        "A policy pretrained with labels (behaviour cloning) is fine-tuned with rewards (PPO); each strategy "
+        "decides which pretrained weights move and how fast. `scratch` is PPO without pretraining.",
+        "",
+        note,
+        "",
+        "### Pretraining (supervised, labels)",
+        markdown_table(rows_of(summary, "pretrain")),
+        "",
+        "### Fine-tuning (RL, rewards)",
+        markdown_table(rows_of(summary, "outcome")),
+        "",
+        "### Cost",
+        markdown_table(rows_of(summary, "cost")),
+        "",
+        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
+    ])

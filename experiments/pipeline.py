@@ -1,0 +1,152 @@
+"""From a budget to a report: plan the jobs, run them, write results, then plots and report *from the results file*.
+
+Each experiment module (:mod:`experiments.digits`, ...) provides ``jobs(budget, seeds, exp)``,
+``summarize(runs, budget)``, ``plot(results, plot_dir)``, ``report(results, plot_paths)`` and ``HEADLINE`` (the
+quantities of the final summary table). Several experiments given together (the flagship) share one pool of
+workers, so a slow run of one never leaves a core idle while the other has work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.common import (
+    PLOTS_DIR, REPORT_MD, RESULTS_JSON, format_estimate, format_seconds, machine_info, now_iso, write_results,
+)
+from experiments.runner import run_jobs
+from lab.io import atomic_write_text
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory of an experiment already holds files: nothing is ever overwritten."""
+
+
+@dataclass
+class Planned:
+    """One experiment of an invocation: its module, resolved budget and seeds."""
+
+    name: str
+    module: Any
+    budget: Any
+    seeds: list[int]
+    mode: str
+
+    @property
+    def budget_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self.budget)))  # tuples -> lists, as in results.json
+
+
+def check_output_free(out: Path, names: list[str]) -> None:
+    """Refuse (before any work) when ``out/<name>`` already holds anything; suggest free directories."""
+    taken = [out / n for n in names if (out / n).exists() and any((out / n).iterdir())]
+    if taken:
+        free = []
+        for i in range(2, 100):
+            candidate = Path(f"{out}-{i}")
+            if not any((candidate / n).exists() for n in names):
+                free.append(str(candidate))
+            if len(free) == 2:
+                break
+        raise OutputExistsError(
+            f"{', '.join(map(str, taken))} already hold(s) an earlier run; nothing is overwritten. Choose a new "
+            f"--out, e.g. one of: {', '.join(free)} (or move the old directory away)")
+
+
+def run(planned: list[Planned], out: Path, workers: int, progress: bool, command: list[str]) -> list[dict[str, Any]]:
+    """Run every planned experiment's jobs in one pool; write and return each experiment's results."""
+    check_output_free(out, [p.name for p in planned])
+    jobs = [job for p in planned for job in p.module.jobs(p.budget, p.seeds, exp=p.name)]
+    title = " + ".join(f"{p.name} ({p.mode})" for p in planned)
+    started = now_iso()
+    outcome = run_jobs(jobs, out, workers=workers, progress=progress, title=title)
+    all_results = []
+    for p in planned:
+        runs = [outcome.records[j.id] for j in jobs if j.id.startswith(p.name + "/") and j.id in outcome.records]
+        errors = {k: v for k, v in outcome.errors.items() if k.startswith(p.name + "/")}
+        results = {
+            "experiment": p.name, "mode": p.mode, "seeds": p.seeds, "budget": p.budget_dict,
+            "command": command, "started": started, "finished": now_iso(), "machine": machine_info(),
+            "timing": {"wall_time_s": outcome.wall_time_s, "cpu_time_s": outcome.cpu_time_s, "workers": workers,
+                       "experiments_in_pool": [q.name for q in planned], "jobs": len(jobs)},
+            "errors": errors, "runs": runs,
+            "summary": p.module.summarize(runs, p.budget_dict) if runs else [],
+        }
+        exp_dir = out / p.name
+        write_results(exp_dir, results)
+        all_results.append(render(exp_dir, p.module))
+    return all_results
+
+
+def render(exp_dir: Path, module: Any) -> dict[str, Any]:
+    """Plots and ``report.md`` of one experiment, from its ``results.json`` alone (re-runnable any time)."""
+    results = json.loads((exp_dir / RESULTS_JSON).read_text())
+    plot_paths = [str(p.relative_to(exp_dir)) for p in module.plot(results, exp_dir / PLOTS_DIR)] if results["runs"] else []
+    atomic_write_text(exp_dir / REPORT_MD, report_text(results, module, plot_paths))
+    results["plots"] = [str(exp_dir / p) for p in plot_paths]
+    results["report"] = str(exp_dir / REPORT_MD)
+    return results
+
+
+def report_text(results: dict[str, Any], module: Any, plot_paths: list[str]) -> str:
+    timing = results["timing"]
+    header = [
+        f"# {results['experiment']}: deep learning vs reinforcement learning ({results['mode']} mode)",
+        "",
+        f"Generated from `{RESULTS_JSON}` (same directory); every number below is a row of its `summary`. "
+        "Values are the mean over seeds with its 95% percentile-bootstrap confidence interval in brackets "
+        "(`experiments.stats`; the interquartile mean of every row is in `summary.csv`); `(k/n seeds)` means only "
+        "k seeds reached the value (e.g. a threshold), and the estimate is over those; `(all seeds)` marks a value "
+        "identical for every seed. Published numbers are in their own column and were not measured here.",
+        "",
+        f"- command: `{' '.join(results['command'])}`",
+        f"- seeds: {', '.join(map(str, results['seeds']))}; started {results['started']}, finished "
+        f"{results['finished']}",
+        f"- all runs of this invocation ({timing['jobs']} jobs of {', '.join(timing['experiments_in_pool'])}, "
+        f"{timing['workers']} worker processes, one torch thread each): wall time "
+        f"{format_seconds(timing['wall_time_s'])}, CPU time {format_seconds(timing['cpu_time_s'])}",
+        f"- machine: {results['machine']['cpus']} CPUs, torch {results['machine']['torch']}, load average at the "
+        f"end {results['machine']['load_average']} (other jobs share the machine: wall times are noisy, CPU "
+        "times less so)",
+    ]
+    if results["errors"]:
+        header += ["", "**Failed runs** (left out of every number below):", ""]
+        header += [f"- `{job}`: {error.strip().splitlines()[-1]}" for job, error in results["errors"].items()]
+    body = module.report(results, plot_paths) if results["runs"] else "No run finished."
+    return "\n".join(header) + "\n\n" + body + "\n"
+
+
+def summary_table(all_results: list[dict[str, Any]], modules: dict[str, Any]) -> Any:
+    """A rich table of each experiment's headline quantities (printed at the end of a run)."""
+    from rich.table import Table
+
+    table = Table(title="Summary (mean [95% CI] over seeds)", show_lines=False)
+    for column in ("experiment", "quantity", "variant", "value"):
+        table.add_column(column)
+    for results in all_results:
+        headline = modules[results["experiment"]].HEADLINE
+        for row in results["summary"]:
+            if row["quantity"] in headline:
+                unit = f" {row['unit']}" if row["unit"] else ""
+                table.add_row(results["experiment"], row["quantity"], row["variant"], format_estimate(row) + unit)
+    return table
+
+
+def print_closing(all_results: list[dict[str, Any]], modules: dict[str, Any], out: Path, wall: float, cpu: float) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    console.print(summary_table(all_results, modules))
+    for results in all_results:
+        console.print(f"[bold]{results['experiment']}[/bold] report: {results['report']}")
+        for path in results["plots"]:
+            console.print(f"  plot: {path}")
+        console.print(f"  results: {Path(results['report']).parent / RESULTS_JSON} (+ runs.csv, summary.csv)")
+        if results["errors"]:
+            console.print(f"  [red]{len(results['errors'])} run(s) failed[/red]: {', '.join(results['errors'])}")
+    console.print(f"wall time {wall:.1f} s, CPU time {cpu:.1f} s (all processes)")
+    console.print(f"tensorboard --logdir {out}")
+    sys.stdout.flush()

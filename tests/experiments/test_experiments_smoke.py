@@ -1,0 +1,168 @@
+"""Every experiment end to end at a tiny budget: runs, results files, plots and a report whose numbers are the
+results file's, which are the runs' own."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from experiments.cli import main
+from experiments.common import format_estimate
+from lab import tags
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def load(exp_dir: Path) -> dict:
+    return json.loads((exp_dir / "results.json").read_text())
+
+
+def table_cells(report: str) -> list[list[str]]:
+    """Body rows of every markdown table of a report, as lists of cells."""
+    rows = []
+    for line in report.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def numbers(text: str) -> list[float]:
+    return [float(n.replace(",", "")) for n in NUMBER.findall(text.split("(")[0])]
+
+
+def check_experiment(exp_dir: Path, variants: set[str], seeds: list[int]) -> dict:
+    """What every experiment must hold; returns its results."""
+    results = load(exp_dir)
+    assert results["errors"] == {}
+    assert {r["variant"] for r in results["runs"] if "seed" in r} >= variants
+    for run in results["runs"]:
+        if "seed" not in run:
+            continue  # e.g. the demonstration collection
+        run_dir = Path(run["run_dir"])
+        assert run_dir == exp_dir / run["variant"] / f"seed{run['seed']}"  # runs/<experiment>/<variant>/seed<N>
+        assert list(run_dir.glob("events.out.tfevents.*")), run_dir
+        assert (run_dir / ("record.json" if run["paradigm"] == "imitation" else "results.json")).is_file()
+    assert sorted({r["seed"] for r in results["runs"] if "seed" in r}) == seeds == results["seeds"]
+
+    # Files: CSVs with one line per run / summary row, PNG plots.
+    with open(exp_dir / "runs.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(results["runs"])
+    with open(exp_dir / "summary.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(results["summary"]) > 0
+    plots = list((exp_dir / "plots").glob("*.png"))
+    assert len(plots) >= 2
+    for plot in plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The report shows every summary row, exactly as formatted from results.json, and no other estimate.
+    report = (exp_dir / "report.md").read_text()
+    formatted = {format_estimate(row): row for row in results["summary"]}
+    cells = [cell for row in table_cells(report) for cell in row[1:]]
+    for text in formatted:
+        assert text in cells, text
+    for cell in cells:
+        if NUMBER.match(cell) and not cell.startswith("BabyAI"):
+            assert cell in formatted, cell
+            row = formatted[cell]
+            parsed = numbers(cell)
+            expected = [row["mean"]] + ([row["ci_low"], row["ci_high"]] if len(parsed) == 3 else [])
+            precision = 10 ** -len(cell.split("[")[0].split(".")[1].split()[0]) if "." in cell.split("[")[0] else 1
+            assert parsed == pytest.approx(expected, abs=precision / 2 + 1e-9), cell
+    for row in results["summary"]:  # every estimate is the bootstrap estimate of its per-seed values
+        values = [v for v in row["values"] if v is not None]
+        assert row["n"] == len(values) and row["n_total"] == len(seeds)
+        if values:
+            assert row["mean"] == pytest.approx(sum(values) / len(values))
+            assert row["ci_low"] - 1e-9 <= row["mean"] <= row["ci_high"] + 1e-9
+    assert (exp_dir / "plots").name in report
+    # Generated from the results file: re-rendering it gives the same report.
+    assert main(["report", str(exp_dir)]) == 0
+    assert (exp_dir / "report.md").read_text() == report
+    return results
+
+
+def cell(report: str, row_label: str, column_label: str) -> str:
+    header = None
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| quantity"):
+            header = cells
+        elif header and line.startswith(f"| {row_label} |") and column_label in header:
+            return cells[header.index(column_label)]
+    raise KeyError((row_label, column_label))
+
+
+def test_flagship_digits_numbers_trace_back_to_the_runs(flagship_run):
+    exp_dir = flagship_run / "digits"
+    results = check_experiment(exp_dir, {"supervised", "ppo", "a2c"}, [1, 2])
+    runs = {(r["variant"], r["seed"]): r for r in results["runs"]}
+    for (variant, seed), run in runs.items():
+        run_dir = Path(run["run_dir"])
+        own = json.loads((run_dir / "results.json").read_text())
+        events = EventAccumulator(str(run_dir)).Reload()
+        accuracy = events.Scalars(tags.ACCURACY)  # the same tag and x-axis in both paradigms
+        assert accuracy[-1].step == run["samples"] == 256
+        assert accuracy[-1].value == pytest.approx(run["curve"][-1]["accuracy"], abs=1e-6)
+        assert [e.step for e in accuracy] == [p["samples"] for p in run["curve"]]
+        if variant == "supervised":
+            assert own["test_accuracy"] == run["curve"][-1]["accuracy"]
+            assert run["labels_seen"] == 256 and run["rewards_seen"] == 0
+        else:
+            assert own["final"]["accuracy"] == run["curve"][-1]["accuracy"]
+            assert run["labels_seen"] == 0 and run["rewards_seen"] == 256 == run["episodes"]  # one-step episodes
+            assert events.Scalars(tags.REWARDS_SEEN)[-1].value == 256
+    # The headline cell of the report, read back as numbers, is the mean over the runs' own results.
+    report = (exp_dir / "report.md").read_text()
+    for variant, column in (("supervised", "supervised (labels)"), ("ppo", "PPO (rewards)")):
+        finals = [runs[(variant, s)]["curve"][-1]["accuracy"] for s in (1, 2)]
+        mean, low, high = numbers(cell(report, "final test accuracy", column))
+        assert mean == pytest.approx(sum(finals) / 2, abs=5e-4)
+        assert low == pytest.approx(min(finals), abs=5e-4) and high == pytest.approx(max(finals), abs=5e-4)
+    # Gradient steps: 256 / 64 supervised; PPO 4 epochs of one 256-sample batch; A2C one per 16 answers.
+    assert {v: runs[(v, 1)]["updates"] for v in ("supervised", "ppo", "a2c")} == {"supervised": 4, "ppo": 4, "a2c": 16}
+    # Same conv body in both paradigms.
+    supervised, ppo = runs[("supervised", 1)], runs[("ppo", 1)]
+    assert ppo["hyperparameters"]["encoder_kwargs"]["channels"] == [8, 16]
+    assert supervised["params"] < ppo["params"]  # the policy adds a projection and a value head
+
+
+def test_flagship_imitation_reports_demos_episodes_and_the_paper_separately(flagship_run):
+    exp_dir = flagship_run / "imitation"
+    results = check_experiment(exp_dir, {"bc-8demos", "bc-16demos", "ppo"}, [1, 2])
+    report = (exp_dir / "report.md").read_text()
+    assert "published reference (not measured here)" in report
+    assert "8,430-12,400 demos (IL)" in report and "15,900-17,400 episodes (RL)" in report
+    bc = [r for r in results["runs"] if r.get("paradigm") == "imitation"]
+    assert {r["demos"] for r in bc} == {8, 16}
+    assert all(0.0 <= r["success_rate"] <= 1.0 and r["labels_seen"] > 0 and r["rewards_seen"] == 0 for r in bc)
+    ppo = [r for r in results["runs"] if r["variant"] == "ppo"]
+    assert all(r["labels_seen"] == 0 and r["rewards_seen"] == 256 and r["curve"][0]["steps"] == 0 for r in ppo)
+    row = next(r for r in results["summary"] if r["quantity"] == "minimum demonstrations to 99% success")
+    assert row["reference"].startswith("BabyAI paper") and row["values"] == [None, None]  # tiny budget: not reached
+
+
+def test_optimizers_experiment_runs_every_named_optimizer_in_both_paradigms(tmp_path, tiny_digits_budget):
+    out = tmp_path / "runs"
+    assert main(["optimizers", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out),
+                 "--budget.optimizers", "sgd", "nadam", *tiny_digits_budget]) == 0
+    results = check_experiment(out / "optimizers", {"supervised-sgd", "ppo-sgd", "supervised-nadam", "ppo-nadam"},
+                               [1])
+    runs = {r["variant"]: r for r in results["runs"]}
+    assert runs["ppo-nadam"]["hyperparameters"]["optimizer"] == "nadam"
+    assert runs["ppo-sgd"]["hyperparameters"]["resolved_learning_rate"] == pytest.approx(0.1)  # the registry's lr
+
+
+def test_finetune_experiment_starts_from_the_cloned_policy(tmp_path):
+    out = tmp_path / "runs"
+    args = ["--budget.pretrain-demos", "8", "--budget.bc-steps", "4", "--budget.rl-steps", "256",
+            "--budget.eval-every", "128", "--budget.eval-episodes", "4", "--budget.strategies", "frozen", "scratch"]
+    assert main(["finetune", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out), *args]) == 0
+    results = check_experiment(out / "finetune", {"bc-pretrain", "frozen", "scratch"}, [1])
+    runs = {r["variant"]: r for r in results["runs"]}
+    # Frozen: only the heads train; the curve starts at the cloned policy's success on the same episodes.
+    assert runs["frozen"]["trainable_params"] < runs["scratch"]["trainable_params"] == runs["scratch"]["params"]
+    assert runs["frozen"]["curve"][0]["success_rate"] == pytest.approx(runs["bc-pretrain"]["success_rate"])
