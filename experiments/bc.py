@@ -47,7 +47,8 @@ def train_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, vari
     """
     from envs.demos import load_demos
     from experiments.rl_runs import example_observation
-    from experiments.supervised_runs import ExperimentTrainer, count_flops_of
+    from experiments.supervised_runs import ExperimentTrainer
+    from lab.conv import count_flops
     from lab.io import write_json
     from supervised.babyai_bc import BabyAIBCTask
 
@@ -71,7 +72,7 @@ def train_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, vari
         "labels_seen": m["samples_seen"], "rewards_seen": 0, "episodes": 0, "updates": m["steps"],
         "success_rate": m["success_rate"], "mean_return": m["mean_return"], "mean_length": m["mean_length"],
         "eval_episodes": m["eval_episodes"], "train_wall_time_s": trainer.train_wall_time_s,
-        "params": m["params"], "encoder_params": m["encoder_params"], "flops": count_flops_of(trainer.model, example),
+        "params": m["params"], "encoder_params": m["encoder_params"], "flops": count_flops(trainer.model, example),
         "encoder": str(result.run_dir / m["encoder_file"]), "head": str(result.run_dir / m["head_file"]),
         "metric": "success_rate", "final_metric": m["success_rate"],
     }

@@ -298,23 +298,19 @@ def example_observation(env_id: str, **env_kwargs: Any) -> Any:
 
 def policy_flops(model: Any, observation: Any) -> int:
     """FLOPs of one policy forward pass on one observation: features, actor and critic heads."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from lab.conv import count_flops
 
     policy = model.policy
     obs, _ = policy.obs_to_tensor(observation)
 
     class Forward(nn.Module):
-        def forward(self, x):
-            features = policy.extract_features(x)
-            latent_pi, latent_vf = policy.mlp_extractor(features)
-            return policy.action_net(latent_pi), policy.value_net(latent_vf)
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy  # a submodule, so count_flops' eval() / train() reach it
 
-    was_training = policy.training
-    policy.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            Forward()(obs)
-    finally:
-        policy.train(was_training)
-    return int(counter.get_total_flops())
+        def forward(self, x):
+            features = self.policy.extract_features(x)
+            latent_pi, latent_vf = self.policy.mlp_extractor(features)
+            return self.policy.action_net(latent_pi), self.policy.value_net(latent_vf)
+
+    return count_flops(Forward().train(policy.training), obs)

@@ -108,19 +108,3 @@ def train_supervised(run_dir: Path, report: Report | None, deps: dict[str, dict[
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     """The numeric entries of a supervised results.json (the config and paths stay in that file)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def count_flops_of(model: nn.Module, example: Any) -> int:
-    """FLOPs of one forward pass of ``model(example)`` (``example`` a tensor or a dict of tensors), eval mode."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(example)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())

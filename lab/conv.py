@@ -10,7 +10,7 @@ swap the block type and nothing else. Both work for any image size whose strides
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -273,15 +273,16 @@ class PlainConvNet(ConvNet):
         super().__init__(replace(config or ConvNetConfig(), block="plain"))
 
 
-def count_flops(model: nn.Module, example: torch.Tensor | Sequence[int]) -> int:
+def count_flops(model: nn.Module, example: torch.Tensor | Mapping[str, torch.Tensor] | Sequence[int]) -> int:
     """Total FLOPs of one forward pass, as counted by ``torch.utils.flop_counter.FlopCounterMode``.
 
-    ``example`` is an input tensor or its full shape including the batch, e.g. ``(1, 1, 8, 8)`` (zeros are
-    used, on the model's device and dtype). Convs and linear layers count ``2 * MACs``; biases, norms,
+    ``example`` is an input tensor, a dict of input tensors (``model(example)``, e.g. a Dict observation), or
+    a tensor's full shape including the batch, e.g. ``(1, 1, 8, 8)`` (zeros are used, on the model's device
+    and dtype). Convs and linear layers count ``2 * MACs``; biases, norms,
     activations and pooling count nothing. Runs in eval mode under ``torch.no_grad()`` and restores the
     model's training mode afterwards.
     """
-    if not isinstance(example, torch.Tensor):
+    if not isinstance(example, (torch.Tensor, Mapping)):
         param = next(model.parameters(), None)
         device, dtype = (param.device, param.dtype) if param is not None else (None, torch.float32)
         example = torch.zeros(tuple(example), device=device, dtype=dtype)
@@ -293,4 +294,4 @@ def count_flops(model: nn.Module, example: torch.Tensor | Sequence[int]) -> int:
             model(example)
     finally:
         model.train(was_training)
-    return counter.get_total_flops()
+    return int(counter.get_total_flops())

@@ -109,6 +109,19 @@ def test_count_flops_matches_hand_computation_for_one_conv():
     assert count_flops(nn.Linear(16, 10), (5, 16)) == 2 * 5 * 16 * 10
 
 
+def test_count_flops_takes_a_dict_of_inputs():
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(6, 3)
+
+        def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.a(x["a"]) + self.b(x["b"])
+
+    example = {"a": torch.zeros(2, 4), "b": torch.zeros(2, 6)}
+    assert count_flops(TwoInputs(), example) == 2 * 2 * (4 * 3 + 6 * 3)
+
+
 def test_count_flops_leaves_the_model_untouched():
     net = SeparableConvNet()
     net.train()
