@@ -120,18 +120,20 @@ def report_text(results: dict[str, Any], module: Any, plot_paths: list[str]) -> 
 
 
 def summary_table(all_results: list[dict[str, Any]], modules: dict[str, Any]) -> Any:
-    """A rich table of each experiment's headline quantities (printed at the end of a run)."""
+    """A rich table of each experiment's headline quantities (printed at the end of a run); published
+    references, when a row has one, in their own column."""
     from rich.table import Table
 
+    rows = [(results["experiment"], row) for results in all_results for row in results["summary"]
+            if row["quantity"] in modules[results["experiment"]].HEADLINE]
+    with_reference = any(row.get("reference") for _, row in rows)
     table = Table(title="Summary (mean [95% CI] over seeds)", show_lines=False)
-    for column in ("experiment", "quantity", "variant", "value"):
-        table.add_column(column)
-    for results in all_results:
-        headline = modules[results["experiment"]].HEADLINE
-        for row in results["summary"]:
-            if row["quantity"] in headline:
-                unit = f" {row['unit']}" if row["unit"] else ""
-                table.add_row(results["experiment"], row["quantity"], row["variant"], format_estimate(row) + unit)
+    for column in ("experiment", "quantity", "variant", "value") + (("published (not measured here)",) if with_reference else ()):
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps cells instead of cutting them
+    for experiment, row in rows:
+        unit = f" {row['unit']}" if row["unit"] else ""
+        cells = [experiment, row["quantity"], row["variant"], format_estimate(row) + unit]
+        table.add_row(*cells, *([row.get("reference") or ""] if with_reference else []))
     return table
 
 

@@ -166,3 +166,20 @@ def test_finetune_experiment_starts_from_the_cloned_policy(tmp_path):
     # Frozen: only the heads train; the curve starts at the cloned policy's success on the same episodes.
     assert runs["frozen"]["trainable_params"] < runs["scratch"]["trainable_params"] == runs["scratch"]["params"]
     assert runs["frozen"]["curve"][0]["success_rate"] == pytest.approx(runs["bc-pretrain"]["success_rate"])
+
+
+def test_closing_summary_shows_the_headline_rows_and_the_published_column(flagship_run, capsys, monkeypatch):
+    from experiments.cli import MODULES
+    from experiments.pipeline import print_closing, render
+
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough that no cell wraps, so cells can be searched whole
+    all_results = [render(flagship_run / name, MODULES[name]) for name in ("digits", "imitation")]
+    print_closing(all_results, MODULES, flagship_run, wall=1.0, cpu=2.0)
+    printed = capsys.readouterr().out
+    assert "published (not measured here)" in printed and "8,430-12,400" in printed
+    for results in all_results:
+        for row in results["summary"]:
+            if row["quantity"] in MODULES[results["experiment"]].HEADLINE:
+                assert format_estimate(row) in printed
+    assert str(flagship_run / "digits" / "report.md") in printed
+    assert printed.rstrip().endswith(f"tensorboard --logdir {flagship_run}")
