@@ -160,7 +160,7 @@ def plot(summary: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) 
     levels = list(dict.fromkeys(s["level"] for s in summary))
     fig, axes = plt.subplots(1, len(levels), figsize=(5.5 * len(levels), 4.2), squeeze=False)
     for ax, level in zip(axes[0], levels):
-        mine = [s for s in summary if s["level"] == level]
+        mine = sorted((s for s in summary if s["level"] == level), key=lambda s: s["demos"])  # a line left to right
         points = [r for r in rows if r["level"] == level]
         ax.scatter([r["demos"] for r in points], [r["success_rate"] for r in points], s=14, alpha=0.5,
                    color="tab:blue", label="one seed")
