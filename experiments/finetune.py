@@ -25,7 +25,7 @@ from experiments.common import first_crossing, markdown_table, mean_curve, rows_
 from experiments.runner import Job
 
 STRATEGIES = ("frozen", "top", "discriminative", "full", "scratch")
-HEADLINE = ("final success rate", "success rate at step 0 (after pretraining)")
+HEADLINE = ("final success rate", "success rate before RL (step 0; scratch: untrained)")
 
 
 @dataclass
@@ -116,7 +116,7 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
         def add(section, quantity, values, fmt="{:.3f}", unit=""):
             rows.append(summary_row(section, quantity, strategy, values, fmt, unit))
 
-        add("outcome", "success rate at step 0 (after pretraining)", [r["curve"][0]["success_rate"] for r in rs])
+        add("outcome", "success rate before RL (step 0; scratch: untrained)", [r["curve"][0]["success_rate"] for r in rs])
         add("outcome", "final success rate", [r["final_metric"] for r in rs])
         add("outcome", "best success rate during training", [max(p["success_rate"] for p in r["curve"]) for r in rs])
         for t in budget["thresholds"]:
