@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from lab.io import write_json
 from supervised.babyai_bc import PAPER_DEMOS_FOR_99, BabyAIBCConfig, load_bc_demos
 from supervised.configs import RUNTIME_FIELDS, config_to_dict, differences
 from supervised.logger import RESULTS_FILE, read_metrics
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['train_samples_per_s']:.0f} samples/s  wall {r['wall_time_s']:.0f}s", flush=True)
         report.update(summary=summarise(rows), runs=rows, total_wall_time_s=time.perf_counter() - start)
         report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-        path.write_text(json.dumps(report, indent=2, default=str) + "\n")  # after every run: partial results
+        write_json(path, report)  # after every run: partial results
     summary = summarise(rows)
     print_table(summary)
     plot(summary, rows, path.with_suffix(".png"))

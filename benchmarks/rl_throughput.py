@@ -35,6 +35,8 @@ from torch import nn
 
 from agents.extractors import RL_TRANSFORMER_DEFAULTS
 from agents.factory import make_agent
+from lab.io import write_json
+from lab.runtime import count_parameters
 
 VARIANTS = ("mlp", "transformer", "torch-transformer")
 
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "wall_steps_per_s": statistics.median(v[0] for v in values),
             "cpu_steps_per_s": statistics.median(v[1] for v in values),
             "wall_samples": [v[0] for v in values], "cpu_samples": [v[1] for v in values],
-            "params": sum(p.numel() for p in models[variant].policy.parameters()),
+            "params": count_parameters(models[variant].policy),
         }
     if "mlp" in results:
         for variant, entry in results.items():
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_json(out, report)
     for variant, entry in results.items():
         ratio = ""
         if "mlp" in results:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from lab.io import write_json
 from supervised.train import TASKS, parse_args, run
 
 TARGETS = {"mnist1d": 0.94, "digits": 0.985}
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(report)
     path = Path(args.json or Path(__file__).parent / "results" / f"supervised_{args.task}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(path, report)
     print(f"\nwrote {path}")
 
 
