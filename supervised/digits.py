@@ -130,11 +130,13 @@ class DigitsTask(Task):
     def describe_model(self, model: nn.Module) -> dict[str, int | float]:
         """Parameters and FLOPs (per image) of the trained net and of both blocks' nets, and their ratios."""
         example = (1, *IMAGE_SHAPE)  # FLOPs per image
-        info: dict[str, int | float] = {"params": count_parameters(model), "flops": count_flops(model, example)}
+        info: dict[str, int | float] = {}
         for block in BLOCK_CHOICES:
             net = model if block == self.config.model.block else NETS[block](self.config.model.conv_config(block))
             info[f"{block}_params"] = count_parameters(net)
             info[f"{block}_flops"] = count_flops(net, example)
+        info = {"params": info[f"{self.config.model.block}_params"], "flops": info[f"{self.config.model.block}_flops"],
+                **info}
         info["params_ratio_separable_to_plain"] = info["separable_params"] / info["plain_params"]
         info["flops_ratio_separable_to_plain"] = info["separable_flops"] / info["plain_flops"]
         return info
