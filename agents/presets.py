@@ -149,13 +149,6 @@ _PRESETS = [
     ),
 ]
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in _PRESETS}
-# The recipe an env id gets when a tool asks for "the" preset of that env (RL Zoo's env -> hyperparameters).
-DEFAULT_PRESET_FOR_ENV: dict[str, str] = {
-    "lab/CartPoleNoVelHistory-v1": "cartpole-novel",
-    "lab/BabyAI-GoToRedBallGrey-v0": "babyai-gotoredballgrey",
-    "CartPole-v1": "cartpole-throughput",
-    "lab/DigitsBandit-v0": "digits-bandit",
-}
 
 
 def get_preset(name: str) -> Preset:
@@ -182,5 +175,5 @@ def merge_options(preset_value: Any, given: Any) -> Any:
     return preset_value if given is None else given
 
 
-__all__ = ["DEFAULT_PRESET_FOR_ENV", "OPTION_FIELDS", "PRESETS", "Preset", "describe_presets", "get_preset",
+__all__ = ["OPTION_FIELDS", "PRESETS", "Preset", "describe_presets", "get_preset",
            "merge_options", "presets_for"]

@@ -21,14 +21,6 @@ class Estimate:
     high: float
     n: int
 
-    def format(self, fmt: str = "{:.3f}", scale: float = 1.0) -> str:
-        if self.n == 0 or math.isnan(self.mean):
-            return "n/a"
-        value = fmt.format(self.mean * scale)
-        if self.n == 1:
-            return f"{value} (1 seed)"
-        return f"{value} [{fmt.format(self.low * scale)}, {fmt.format(self.high * scale)}]"
-
     def as_dict(self) -> dict[str, float | int]:
         return {"mean": self.mean, "iqm": self.iqm, "ci_low": self.low, "ci_high": self.high, "n": self.n}
 
@@ -53,10 +45,3 @@ def estimate(values: Sequence[float | None]) -> Estimate:
     low, high = np.percentile(resampled, [2.5, 97.5])
     return Estimate(mean, iqm(x), float(low), float(high), len(x))
 
-
-def first_crossing(xs: Sequence[float], ys: Sequence[float], threshold: float) -> float | None:
-    """The first x at which y >= threshold (None if never): samples / episodes / seconds to a target."""
-    for x, y in zip(xs, ys):
-        if y is not None and y >= threshold:
-            return float(x)
-    return None

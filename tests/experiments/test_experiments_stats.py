@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from experiments.stats import estimate, first_crossing, iqm
+from experiments.common import first_crossing, format_estimate, summary_row
+from experiments.stats import estimate, iqm
 
 
 def test_estimate_mean_and_interval_contain_the_truth():
@@ -15,10 +16,12 @@ def test_estimate_mean_and_interval_contain_the_truth():
 
 
 def test_estimate_handles_missing_and_single_values():
-    assert estimate([None, float("nan")]).n == 0 and estimate([]).format() == "n/a"
+    assert estimate([None, float("nan")]).n == 0 and estimate([]).n == 0
+    assert format_estimate(summary_row("s", "q", "v", [None, float("nan")])) == "n/a (0/2 seeds)"
     single = estimate([0.5, None])
-    assert single.n == 1 and single.low == single.high == 0.5 and "1 seed" in single.format()
-    assert estimate([1.0, 1.0, 1.0]).format("{:.1f}") == "1.0 [1.0, 1.0]"
+    assert single.n == 1 and single.low == single.high == 0.5
+    assert format_estimate(summary_row("s", "q", "v", [0.5, None])) == "0.500 (1/2 seeds)"
+    assert format_estimate(summary_row("s", "q", "v", [1.0, 1.0, 1.0], fmt="{:.1f}")) == "1.0 (all seeds)"
 
 
 def test_iqm_discards_the_tails():
@@ -28,5 +31,6 @@ def test_iqm_discards_the_tails():
 
 
 def test_first_crossing():
-    assert first_crossing([10, 20, 30], [0.5, 0.99, 1.0], 0.99) == 20
-    assert first_crossing([10, 20], [0.1, 0.2], 0.99) is None
+    curve = [{"x": 10, "y": 0.5}, {"x": 20, "y": 0.99}, {"x": 30, "y": 1.0}]
+    assert first_crossing(curve, "x", "y", 0.99) == 20
+    assert first_crossing(curve[:1], "x", "y", 0.99) is None
