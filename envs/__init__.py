@@ -13,6 +13,8 @@ Registered ids (see :data:`envs.registration.ENV_SPECS`):
 - ``lab/DigitsBandit-v0``, ``lab/Mnist1dBandit-v0``: classification as a one-step bandit (:mod:`envs.bandit`);
 - ``lab/CartPoleNoVel-v1``: CartPole-v1 observing only position and angle; ``lab/CartPoleNoVelHistory-v1``
   the same through :class:`HistoryWrapper` (kwarg ``k``, default 8) (:mod:`envs.cartpole`);
+- ``lab/RepeatFirst-v0`` (+ ``History`` K = 8), ``lab/PopgymRepeatFirstEasy-v0`` (+ ``History``): memory tasks
+  longer than an 8-step window (:mod:`envs.memory_tasks`);
 - ``lab/BabyAI-GoToRedBallGrey-v0``, ``lab/BabyAI-GoToRedBall-v0``, ``lab/BabyAI-GoToLocal-v0``: BabyAI with
   token-id missions (:mod:`envs.babyai`; :func:`make_babyai_env` takes any level id).
 
@@ -26,10 +28,12 @@ from typing import Any
 
 from envs.cartpole import CartPoleNoVelEnv
 from envs.history import HistoryWrapper
+from envs.memory_tasks import RepeatFirstEnv, register_memory_envs
 from envs.registration import ENV_SPECS, register_envs
 from envs.tokenizer import DEFAULT_MAX_LEN, VOCAB_SIZE, MissionTokenizer, MissionTooLongError
 
 register_envs()
+register_memory_envs()  # lab/RepeatFirst*, lab/Popgym* (envs.memory_tasks)
 
 _LAZY = {
     "ClassificationBanditEnv": "envs.bandit",
@@ -46,7 +50,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "CartPoleNoVelEnv", "HistoryWrapper",
+    "CartPoleNoVelEnv", "HistoryWrapper", "RepeatFirstEnv",
     "ENV_SPECS", "register_envs", "DEFAULT_MAX_LEN", "VOCAB_SIZE", "MissionTokenizer", "MissionTooLongError",
     *_LAZY,
 ]
