@@ -71,8 +71,9 @@ class TrainConfig:
     """bf16 autocast on CUDA; no effect on CPU, which always trains in float32"""
     num_threads: int | None = None
     """torch intra-op threads while training (small models are often fastest with 1); None = torch's default"""
-    out_dir: str = "runs"
-    """runs are written to OUT_DIR/TASK/RUN_NAME"""
+    out_dir: str = "runs/supervised"
+    """runs are written to OUT_DIR/TASK/RUN_NAME (runs/supervised: tensorboard --logdir runs/supervised shows
+    the supervised runs alone, apart from agents' and experiments' runs)"""
     run_name: str | None = None
     """name of the run directory; None = TASK__[LABEL__]SEED__UNIXTIME (lab.runtime.run_name)"""
     resume: str | None = None

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lab import tags
 from lab.io import atomic_write_text
+from supervised.configs import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -59,8 +61,10 @@ class RunLogger:
     def _truncate_metrics(self, step: int) -> None:
         if not self.metrics_path.exists():
             return
-        with open(self.metrics_path, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records, cut = _parse_metrics(self.metrics_path)
+        if cut:  # it was logged after the checkpoint (records are written before the checkpoint of their step)
+            print(f"note: the last line of {self.metrics_path} was cut off mid-write when the run stopped; dropped "
+                  f"it ({cut[:60]!r}), kept the complete records before it", file=sys.stderr)
         kept = [r for r in records if r["step"] <= step and r["kind"] != "final"]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
@@ -82,7 +86,30 @@ class RunLogger:
 
 
 def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl``, optionally only those of one kind."""
-    with open(Path(run_dir) / METRICS_FILE, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    """The records of a run's ``metrics.jsonl``, optionally only those of one kind (a last line cut off by a
+    crash mid-write is left out)."""
+    records, _ = _parse_metrics(Path(run_dir) / METRICS_FILE)
     return [r for r in records if kind is None or r["kind"] == kind]
+
+
+def _parse_metrics(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """The records of a ``metrics.jsonl`` and its last line if that was cut off mid-write ("" if not).
+
+    Only the last line can be partial (records are appended one whole line at a time); an unreadable line
+    anywhere else is damage this code did not make, so it is an error naming the line rather than guessed away.
+    """
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                return records, line
+            raise ConfigError(f"{path} line {number} is not a JSON record ({error}); remove or repair that line "
+                              f"(the others are intact)") from None
+    return records, ""

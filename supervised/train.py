@@ -4,11 +4,15 @@
     python -m supervised.train mnist1d --help               # every field of one task, with its default
     python -m supervised.train mnist1d --train.epochs 5 --model.window 10 --data.shift 0
     python -m supervised.train digits --model.block plain --train.seed 1
-    python -m supervised.train digits --train.resume runs/digits/digits__separable__0__1700000000
+    python -m supervised.train digits --train.resume runs/supervised/digits/digits__separable__0__1700000000
     python -m supervised.train babyai_bc --data.level BabyAI-GoToRedBall-v0 --data.demos 50000 --train.epochs 3
+    tensorboard --logdir runs/supervised                    # the curves of every supervised run, and nothing else
 
-Exit status: 0 done, 1 the loss became NaN / inf (the last good checkpoint is named), 2 a bad config or
-run directory, 130 interrupted.
+Runs go to runs/supervised/TASK/RUN_NAME unless --train.out-dir says otherwise. --train.resume takes a run
+directory (its last.pt) or a checkpoint file (e.g. its best.pt).
+
+Exit status: 0 done, 1 training diverged (a NaN / inf loss, gradient or model state; the last good checkpoint
+is named), 2 a bad config, run directory or checkpoint, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -42,9 +46,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Any:
     """The experiment config of ``argv`` (tyro: one subcommand per task; exits 2 with a message on bad input)."""
     import tyro  # lazy: only the command line needs it
 
-    if len(TASKS) == 1:  # tyro needs at least two members for a Union of subcommands
-        (task,) = TASKS.values()
-        return tyro.cli(task.config_class, args=argv, prog=f"python -m supervised.train {task.name}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(TASKS) == 1 or (argv and argv[0] in TASKS):
+        # A task named first is parsed as its own config class, not as a member of tyro's subcommand Union: tyro
+        # wraps a Union's member in an internal field, whose name ("__tyro-dummy-inner__.train") would then head
+        # every error a config's validation raises. The Union is only for the task list, --help and typos.
+        name = argv.pop(0) if argv and argv[0] in TASKS else next(iter(TASKS))
+        config_class = TASKS[name].config_class
+        return tyro.cli(config_class, args=argv, prog=f"python -m supervised.train {name}",
+                        description=(config_class.__doc__ or "").strip())
     subcommands = tuple(
         Annotated[task.config_class, tyro.conf.subcommand(name, default=task.config_class(),
                                                            description=(task.config_class.__doc__ or "").strip())]
@@ -52,7 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Any:
     )
     return tyro.cli(Union[subcommands], args=argv, prog="python -m supervised.train",  # type: ignore[valid-type]
                     description="Train one supervised task; every run writes TensorBoard events, metrics.jsonl, "
-                                "checkpoints and results.json under OUT_DIR/TASK/RUN_NAME.")
+                                "checkpoints and results.json under OUT_DIR/TASK/RUN_NAME (OUT_DIR: runs/supervised "
+                                "unless --train.out-dir says otherwise).")
 
 
 def config_for_resume(config: Any) -> Any:

@@ -132,6 +132,7 @@ class Trainer:
         except RuntimeError as error:  # e.g. --train.device cuda on a machine without a GPU
             raise ConfigError(str(error)) from None
         self.resumed: dict[str, Any] | None = None
+        path = None
         if self.config.resume:
             path = resolve_checkpoint(self.config.resume)
             self.resumed = load_checkpoint(path)
@@ -139,7 +140,7 @@ class Trainer:
             self.run_dir = path.parent
         else:
             self.run_dir = self._new_run_dir()
-        self.last_checkpoint: Path | None = self.run_dir / LAST if self.resumed else None
+        self.last_checkpoint: Path | None = path if self.resumed else None  # the last good one, for messages
 
     def _new_run_dir(self) -> Path:
         c = self.config
@@ -257,7 +258,9 @@ class Trainer:
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
         loss_value, grad_norm_value = loss.item(), grad_norm.item()
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm_value)):
-            self._diverged(loss_value, grad_norm_value)
+            cause = "loss" if not math.isfinite(loss_value) else "gradient"
+            raise self._diverged(f"non-finite {cause} (loss {loss_value}, gradient norm {grad_norm_value})",
+                                 step=self.progress.step + 1, updated=False)
         lr = max(effective_lrs(self.optimizer))  # the rate this step uses (the largest group's)
         self.optimizer.step()
         self.scheduler.step()
@@ -278,16 +281,17 @@ class Trainer:
             "wall_time_s": p.wall_time_s,
         }
 
-    def _diverged(self, loss: float, grad_norm: float) -> None:
-        p = self.progress
+    def _diverged(self, what: str, step: int, updated: bool) -> NonFiniteLossError:
+        """The one divergence message (the loss / gradient check and the save guard): what, where, the last
+        good checkpoint and what to try."""
         where = (f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint
                  else "no checkpoint had been written yet")
-        raise NonFiniteLossError(
-            f"training stopped: non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
-            f"(loss {loss}, gradient norm {grad_norm}) at step {p.step + 1} of {self.total_steps} "
-            f"(epoch {p.step // self.steps_per_epoch + 1}); the parameters were not updated and no checkpoint "
-            f"was written from this state; {where}. Try a lower --train.lr or --train.grad-clip.",
-            step=p.step + 1, checkpoint=self.last_checkpoint)
+        state = "no checkpoint was written from this state" if updated else \
+            "the parameters were not updated and no checkpoint was written from this state"
+        return NonFiniteLossError(
+            f"training stopped: {what} at step {step} of {self.total_steps} "
+            f"(epoch {(step - 1) // self.steps_per_epoch + 1}); {state}; {where}. "
+            f"Try a lower --train.lr or --train.grad-clip.", step=step, checkpoint=self.last_checkpoint)
 
     def _validate(self, logger: RunLogger) -> bool:
         """Evaluate on the val split, log it; True if it is the best val accuracy so far."""
@@ -307,11 +311,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _save(self, path: Path) -> None:
-        finite = torch.stack([torch.isfinite(t).all() for t in self.model.state_dict().values()
-                              if t.is_floating_point()]).all()
-        if not finite:  # unreachable while the loss and gradient checks hold; never save a diverged state
-            raise NonFiniteLossError(f"refusing to write {path}: the model holds NaN / inf values",
-                                     step=self.progress.step, checkpoint=self.last_checkpoint)
+        state = {name: t for name, t in self.model.state_dict().items() if t.is_floating_point()}
+        if not torch.stack([torch.isfinite(t).all() for t in state.values()]).all():  # one device sync
+            # Never save a diverged state. The loss can stay finite while buffers overflow (BatchNorm running
+            # statistics), so this check is not redundant with the loss and gradient checks.
+            bad = [name for name, t in state.items() if not torch.isfinite(t).all()]
+            what = f"non-finite values in {', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}"
+            raise self._diverged(f"{what} (found before writing {path.name}; the loss was still finite)",
+                                 step=self.progress.step, updated=True)
         atomic_torch_save({
             "format_version": FORMAT_VERSION,
             "task": self.task.name,

@@ -82,6 +82,17 @@ def test_help_documents_every_field(task, capsys):
         assert f"--model.{field.name.replace('_', '-')}" in text
 
 
+def test_runs_go_under_runs_supervised_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # one --logdir (runs/supervised) shows the supervised runs and nothing else
+    args = cli(tmp_path, "digits")
+    del args[args.index("--train.out-dir"):args.index("--train.out-dir") + 2]
+    assert main(args) == 0
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("runs/*/*/*")] == ["runs/supervised/digits/run"]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "runs/supervised" in capsys.readouterr().out
+
+
 def test_train_config_docstring_lists_every_optimizer(capsys):
     with pytest.raises(SystemExit):
         main(["digits", "--help"])
