@@ -4,15 +4,23 @@
     python -m experiments digits --full             # experiment 1 with the full budget and 5 seeds
     python -m experiments optimizers --seeds 2 --budget.samples 4096
     python -m experiments digits --help             # every option, with its default
-    python -m experiments report runs/digits        # re-render plots and report.md from results.json
+    python -m experiments flagship --resume         # continue an interrupted run in the same --out
+    python -m experiments digits --address auto     # on a running Ray cluster instead of a local instance
+    python -m experiments report runs/experiments/digits  # re-render plots and report.md from results.json
 
 Every run writes TensorBoard events to ``OUT/<experiment>/<variant>/seed<N>`` (shared ``lab.tags``, x-axis =
 samples or environment steps), and ``OUT/<experiment>/`` gets ``results.json``, ``runs.csv``, ``summary.csv``,
-``plots/*.png`` and ``report.md``. An ``OUT/<experiment>`` that already holds files is refused: nothing is
-overwritten. Exit status: 0 done, 1 some run failed (the others are reported), 2 bad input.
+``plots/*.png`` and ``report.md`` (OUT defaults to ``runs/experiments``). Runs are Ray tasks
+(:mod:`experiments.runner`): a local instance with ``--workers`` CPUs, or the cluster at ``--address``; every
+run's files end up under OUT whichever node ran it. An ``OUT/<experiment>`` that already holds files is
+refused (nothing is overwritten) unless ``--resume`` continues the interrupted run there: finished runs are
+kept, the others run again. SIGINT / SIGTERM stop every worker and print the command that resumes. Exit
+status: 0 done, 1 some run failed (the others are reported), 2 bad input, 130 / 143 interrupted.
 """
 from __future__ import annotations
 
+import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +33,7 @@ import tyro
 from experiments import digits, finetune, imitation, optimizers
 from experiments.common import FULL_SEEDS, QUICK_SEEDS, seed_list
 from experiments.pipeline import OutputExistsError, Planned, check_output_free, print_closing, render, run
-from experiments.runner import cpu_seconds
+from experiments.runner import Interrupted, ResumeMismatchError, cpu_seconds
 
 MODULES = {"digits": digits, "imitation": imitation, "optimizers": optimizers, "finetune": finetune}
 FLAGSHIP = ("digits", "imitation")  # the README's main command: experiments 1 and 2 in quick mode
@@ -37,10 +45,16 @@ class Common:
     """full mode: the budgets meant to reach the targets (hours on 2 cores); default: quick mode (minutes)"""
     seeds: int | None = None
     """number of seeds, run as seed 1..N (default: 3 quick, 5 full)"""
-    out: str = "runs"
-    """output root: runs go to OUT/<experiment>/<variant>/seed<N>; an OUT/<experiment> holding files is refused"""
+    out: str = "runs/experiments"
+    """output root: runs go to OUT/<experiment>/<variant>/seed<N>; an OUT/<experiment> holding files is refused
+    unless --resume"""
     workers: int = 2
-    """worker processes running independent runs in parallel, one torch thread each (0: all in this process)"""
+    """CPUs of the local Ray instance: runs in parallel, one torch thread each (0: all in this process, without
+    Ray); ignored with --address"""
+    address: str | None = None
+    """join a running Ray cluster ('auto' or HOST:PORT) instead of starting a local instance"""
+    resume: bool = False
+    """continue an interrupted run in the same --out: finished runs are loaded, unfinished ones run again"""
     progress: bool = True
     """live display of what is running and what remains"""
 
@@ -91,7 +105,7 @@ class ReportCommand:
     """Re-render plots/ and report.md of an experiment directory from its results.json (no training)."""
 
     directory: Annotated[str, tyro.conf.Positional]
-    """an experiment directory, e.g. runs/digits"""
+    """an experiment directory, e.g. runs/experiments/digits"""
 
 
 COMMANDS = {"digits": DigitsCommand, "imitation": ImitationCommand, "optimizers": OptimizersCommand,
@@ -137,6 +151,8 @@ def plan(args: Common, name: str) -> list[Planned]:
         raise ValueError(f"--seeds must be a positive number of seeds, got {args.seeds}")
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0 (0: run in this process), got {args.workers}")
+    if args.address is not None and not args.address.strip():
+        raise ValueError("--address must be 'auto' or HOST:PORT of a running Ray cluster")
     seeds = seed_list(args.seeds or (FULL_SEEDS if args.full else QUICK_SEEDS))
     mode = "full" if args.full else "quick"
     names = FLAGSHIP if name == "flagship" else (name,)
@@ -165,13 +181,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = next(n for n, cls in COMMANDS.items() if type(args) is cls)
     try:
         planned = plan(args, name)
-        check_output_free(Path(args.out), [p.name for p in planned])
+        if not args.resume:
+            check_output_free(Path(args.out), [p.name for p in planned])
     except (ValueError, OutputExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     start_wall, start_cpu = time.perf_counter(), cpu_seconds()
-    all_results = run(planned, Path(args.out), args.workers, args.progress, ["python -m experiments", *argv])
+    try:
+        all_results = run(planned, Path(args.out), args.workers, args.progress, ["python -m experiments", *argv],
+                          address=args.address, resume=args.resume)
+    except Interrupted as stop:
+        resume = shlex.join(["python", "-m", "experiments", *argv, *([] if args.resume else ["--resume"])])
+        print(f"interrupted ({signal.Signals(stop.signum).name}): {stop.finished} of {stop.total} runs finished "
+              f"and kept in {args.out}; every worker stopped. Resume with: {resume}", file=sys.stderr, flush=True)
+        return stop.exit_code
+    except ResumeMismatchError as error:  # --resume into an output directory made by another command
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - start_wall
-    cpu = cpu_seconds() - start_cpu
+    cpu = cpu_seconds() - start_cpu + all_results[0]["timing"]["worker_cpu_time_s"]  # Ray's workers are not children
     print_closing(all_results, MODULES, Path(args.out), wall, cpu)
     return 1 if any(r["errors"] for r in all_results) else 0

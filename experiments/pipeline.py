@@ -2,8 +2,9 @@
 
 Each experiment module (:mod:`experiments.digits`, ...) provides ``jobs(budget, seeds, exp)``,
 ``summarize(runs, budget)``, ``plot(results, plot_dir)``, ``report(results, plot_paths)`` and ``HEADLINE`` (the
-quantities of the final summary table). Several experiments given together (the flagship) share one pool of
-workers, so a slow run of one never leaves a core idle while the other has work.
+quantities of the final summary table). Several experiments given together (the flagship) share one engine
+(:mod:`experiments.runner`: Ray, local or a cluster), so a slow run of one never leaves a CPU idle while the
+other has work.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ class Planned:
 
 
 def check_output_free(out: Path, names: list[str]) -> None:
-    """Refuse (before any work) when ``out/<name>`` already holds anything; suggest free directories."""
+    """Refuse (before any work) when ``out/<name>`` already holds anything; suggest ``--resume`` (to continue
+    an interrupted run there) and free directories."""
     taken = [out / n for n in names if (out / n).exists() and any((out / n).iterdir())]
     if taken:
         free = []
@@ -52,17 +54,22 @@ def check_output_free(out: Path, names: list[str]) -> None:
             if len(free) == 2:
                 break
         raise OutputExistsError(
-            f"{', '.join(map(str, taken))} already hold(s) an earlier run; nothing is overwritten. Choose a new "
-            f"--out, e.g. one of: {', '.join(free)} (or move the old directory away)")
+            f"{', '.join(map(str, taken))} already hold(s) an earlier run; nothing is overwritten. To continue an "
+            f"interrupted run there, repeat its command with --resume; otherwise choose a new --out, e.g. one of: "
+            f"{', '.join(free)} (or move the old directory away)")
 
 
-def run(planned: list[Planned], out: Path, workers: int, progress: bool, command: list[str]) -> list[dict[str, Any]]:
-    """Run every planned experiment's jobs in one pool; write and return each experiment's results."""
-    check_output_free(out, [p.name for p in planned])
+def run(planned: list[Planned], out: Path, workers: int, progress: bool, command: list[str],
+        address: str | None = None, resume: bool = False) -> list[dict[str, Any]]:
+    """Run every planned experiment's jobs on one engine (:func:`experiments.runner.run_jobs`); write and return
+    each experiment's results. ``resume``: jobs an interrupted invocation finished in ``out`` are loaded, not
+    re-run. Raises :class:`experiments.runner.Interrupted` on SIGINT / SIGTERM (no results written then)."""
+    if not resume:
+        check_output_free(out, [p.name for p in planned])
     jobs = [job for p in planned for job in p.module.jobs(p.budget, p.seeds, exp=p.name)]
     title = " + ".join(f"{p.name} ({p.mode})" for p in planned)
     started = now_iso()
-    outcome = run_jobs(jobs, out, workers=workers, progress=progress, title=title)
+    outcome = run_jobs(jobs, out, workers=workers, progress=progress, title=title, address=address, resume=resume)
     all_results = []
     for p in planned:
         runs = [outcome.records[j.id] for j in jobs if j.id.startswith(p.name + "/") and j.id in outcome.records]
@@ -71,7 +78,9 @@ def run(planned: list[Planned], out: Path, workers: int, progress: bool, command
             "experiment": p.name, "mode": p.mode, "seeds": p.seeds, "budget": p.budget_dict,
             "command": command, "started": started, "finished": now_iso(), "machine": machine_info(),
             "timing": {"wall_time_s": outcome.wall_time_s, "cpu_time_s": outcome.cpu_time_s, "workers": workers,
-                       "experiments_in_pool": [q.name for q in planned], "jobs": len(jobs)},
+                       "experiments_in_pool": [q.name for q in planned], "jobs": len(jobs),
+                       "worker_cpu_time_s": outcome.worker_cpu_time_s, "engine": outcome.engine,
+                       "resumed_jobs": len(outcome.loaded)},
             "errors": errors, "runs": runs,
             "summary": p.module.summarize(runs, p.budget_dict) if runs else [],
         }

@@ -1,21 +1,31 @@
-"""Independent training jobs on a pool of worker processes, with a live display of what runs and what remains.
+"""Independent training jobs on Ray (a local instance by default, or a cluster), resumable, with a live display.
 
-A :class:`Job` is a picklable call ``fn(run_dir, report, **kwargs) -> dict`` plus the ids of jobs whose records
-it needs (``deps``): e.g. an RL fine-tuning run after the behaviour-cloning run that pretrains its encoder.
-:func:`run_jobs` starts at most ``workers`` jobs at a time, each in its own run directory, in a pool of
-``spawn``-ed processes with one torch thread each (small models are fastest with one intra-op thread, and two
-workers then fill two cores without oversubscribing them). ``workers=0`` runs everything in this process
-(tests, debugging). A job that raises is recorded as failed and its dependants are skipped; the others go on.
+A :class:`Job` is a picklable call ``fn(run_dir, report, deps, **kwargs) -> record`` (a JSON-able dict) plus the
+ids of jobs whose records it needs (``deps``): e.g. an RL fine-tuning run after the behaviour-cloning run that
+pretrains its encoder. :func:`run_jobs` runs each job as a Ray task (:mod:`experiments.cluster`) with the CPUs
+(and, on a cluster with GPUs, the GPU fraction) it declares, dependencies first, into ``out/<job id>``
+whichever node runs it. ``workers`` is the number of CPUs of the local instance; ``workers=0`` runs
+everything in this process without Ray (tests, debugging).
 
-Determinism: a job depends only on its own arguments (seeds included), never on which worker runs it or when.
+- A job that raises is recorded with its traceback and its dependants are skipped; the others go on. A job
+  whose worker dies (SIGKILL, out of memory, lost node) is retried (``cluster.RETRIES``).
+- A finished job's directory gets ``job.json`` (its record, written atomically, last): a directory without it
+  is unfinished. SIGINT / SIGTERM stop every worker, mark started runs with an ``INCOMPLETE`` file and raise
+  :class:`Interrupted`. ``resume=True`` loads the finished jobs instead of running them again; an unfinished
+  one starts from scratch, or from its run directory when the job is ``resumable`` (its function continues
+  from the checkpoint it left there).
+
+Determinism: a job depends only on its own arguments (seeds included), never on which worker or node runs it,
+nor when; records of loaded and of fresh jobs pass through the same JSON round trip.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
+import hashlib
+import json
 import os
-import queue as queue_module
-import sys
+import shutil
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -23,19 +33,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from experiments.display import Display
+from lab.io import atomic_write_text, write_json
 
 Report = Callable[[float, float], None]  # report(done, total): progress inside one job (steps, samples, ...)
 
-_PROGRESS_QUEUE: Any = None  # set in each worker by _init_worker
-_REPORT_INTERVAL_S = 0.5
+MARKER = "job.json"  # in a run directory: the job finished, and this is its record
+INCOMPLETE = "INCOMPLETE"  # in a run directory: the job was interrupted (also implied by a missing MARKER)
 
 
 @dataclass(frozen=True)
 class Job:
     """One run: ``fn(run_dir=out/id, report=..., deps={id: record}, **kwargs)`` returns its record (a dict).
 
-    ``id`` is also the run directory relative to the output directory, e.g. ``digits/ppo/seed1``.
+    ``id`` is also the run directory relative to the output directory, e.g. ``digits/ppo/seed1``. A dependency's
+    record has ``run_dir`` set to where its artifacts are on the node that runs the dependant: read its files
+    relative to ``deps[id]["run_dir"]``.
     """
 
     id: str
@@ -43,7 +56,17 @@ class Job:
     kwargs: dict[str, Any] = field(default_factory=dict)
     deps: tuple[str, ...] = ()
     label: str = ""  # what the display shows; default: the id
-    cost: float = 1.0  # rough relative duration: runs start longest first (dependencies permitting)
+    cost: float = 1.0  # rough relative duration: runs start longest first (dependencies permitting); the ETA
+    cpus: int = 1  # CPUs (torch threads) the job gets
+    gpus: float = 0.0  # GPU fraction it takes where the cluster has GPUs (supervised / BC); ignored without
+    resources: dict[str, float] = field(default_factory=dict)  # other Ray resources it needs (e.g. a node label)
+    resumable: bool = False  # fn continues from a checkpoint in a partial run dir; otherwise that dir is cleared
+
+    def fingerprint(self) -> str:
+        """What the job computes (function, arguments, dependencies): a resumed job must not have changed."""
+        what = json.dumps([self.fn.__module__, self.fn.__qualname__, self.kwargs, self.deps], default=repr,
+                          sort_keys=True)
+        return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -53,41 +76,66 @@ class Outcome:
     records: dict[str, dict[str, Any]]
     errors: dict[str, str]
     wall_time_s: float
-    cpu_time_s: float  # CPU time of this process and of the worker processes (start-up included)
+    cpu_time_s: float  # this process plus the jobs of this invocation (loaded ones excluded)
+    worker_cpu_time_s: float = 0.0  # the part of cpu_time_s spent in other processes (Ray workers)
+    loaded: list[str] = field(default_factory=list)  # finished in an earlier invocation, loaded by resume
+    engine: dict[str, Any] = field(default_factory=dict)  # where it ran: nodes, CPUs, GPUs
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
 
-def _init_worker(progress_queue: Any) -> None:
-    global _PROGRESS_QUEUE
-    _PROGRESS_QUEUE = progress_queue
-    torch.set_num_threads(1)
-    os.environ.setdefault("MPLBACKEND", "Agg")
+class ResumeMismatchError(ValueError):
+    """``resume`` found a finished job made with other arguments than the job of the same id now."""
 
 
-def _execute(job: Job, out_dir: str, deps: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Run one job (in a worker or inline) and add its timing to the record."""
-    last = [0.0]
+class Interrupted(Exception):
+    """SIGINT / SIGTERM stopped :func:`run_jobs`; every worker is gone and unfinished runs are marked."""
 
-    def report(done: float, total: float) -> None:
-        now = time.monotonic()
-        if _PROGRESS_QUEUE is not None and (now - last[0] >= _REPORT_INTERVAL_S or done >= total):
-            last[0] = now
-            _PROGRESS_QUEUE.put((job.id, float(done), float(total)))
+    def __init__(self, signum: int, finished: int, total: int) -> None:
+        self.signum, self.finished, self.total = signum, finished, total
+        super().__init__(f"{signal.Signals(signum).name}: {finished} of {total} runs finished")
 
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
-    record = job.fn(run_dir=Path(out_dir) / job.id, report=report, deps=deps, **job.kwargs)
-    record.setdefault("job", job.id)
-    record["job_wall_time_s"] = time.perf_counter() - start_wall
-    record["job_cpu_time_s"] = time.process_time() - start_cpu
-    return record
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
 
 
 def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, progress: bool = True,
-             title: str = "runs") -> Outcome:
-    """Run ``jobs`` (dependencies first) with ``workers`` processes; see the module docstring."""
+             title: str = "runs", address: str | None = None, resume: bool = False) -> Outcome:
+    """Run ``jobs`` (dependencies first) on Ray, or in this process for ``workers=0``; see the module docstring."""
+    check_jobs(jobs)
+    out = Path(out_dir)
+    jobs = critical_path_order(jobs)
+    records = load_finished(jobs, out) if resume else {}
+    loaded = list(records)
+    display = Display(jobs, title, progress, loaded=loaded)
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    errors: dict[str, str] = {}
+    engine: dict[str, Any] = {}
+    inline = workers <= 0 and address is None
+    try:
+        with Signals(raise_at_once=inline) as signals:
+            if inline:
+                engine = {"engine": "this process", "nodes": 1, "cpus": 1, "gpus": 0}
+                _run_inline(jobs, out, records, errors, display)
+            else:
+                from experiments.cluster import run_on_ray  # Ray is imported only when it is used
+
+                engine = run_on_ray(jobs, out, workers, address, records, errors, display, signals)
+    except Interrupted as stop:
+        mark_incomplete(jobs, out, records)
+        raise Interrupted(stop.signum, len(records), len(jobs)) from None
+    finally:
+        display.close()
+    workers_cpu = 0.0 if inline else sum(records[i].get("job_cpu_time_s", 0.0) for i in records if i not in loaded)
+    own_cpu = time.process_time() - start_cpu
+    return Outcome(records, errors, time.perf_counter() - start_wall, own_cpu + workers_cpu, workers_cpu, loaded,
+                   engine)
+
+
+def check_jobs(jobs: Sequence[Job]) -> None:
     ids = [job.id for job in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"job ids must be unique, got duplicates in {ids}")
@@ -96,19 +144,6 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
         missing = [d for d in job.deps if d not in known]
         if missing:
             raise ValueError(f"job {job.id} depends on unknown job(s) {missing}")
-    jobs = critical_path_order(jobs)
-    display = Display(jobs, title, progress)
-    start_wall, start_cpu = time.perf_counter(), cpu_seconds()
-    records: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
-    try:
-        if workers <= 0:
-            _run_inline(jobs, str(out_dir), records, errors, display)
-        else:
-            _run_pool(jobs, str(out_dir), workers, records, errors, display)
-    finally:
-        display.close()
-    return Outcome(records, errors, time.perf_counter() - start_wall, cpu_seconds() - start_cpu)
 
 
 def critical_path_order(jobs: Sequence[Job]) -> list[Job]:
@@ -138,171 +173,114 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _ready(job: Job, records: dict, errors: dict) -> bool | None:
+# ------------------------------------------------------------------------------------------ markers, resume
+def finish(job: Job, record: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The record as JSON stores it (a loaded record and a fresh one are then equal), made final on disk."""
+    record = json.loads(json.dumps(record, default=str))
+    write_json(out / job.id / MARKER, {"job": job.id, "fingerprint": job.fingerprint(), "record": record})
+    return record
+
+
+def load_finished(jobs: Sequence[Job], out: Path) -> dict[str, dict[str, Any]]:
+    """Records of the jobs an earlier invocation finished; unfinished run dirs are prepared for a new attempt.
+    ValueError when a finished job was run with other arguments (a resume must repeat the same command)."""
+    records = {}
+    for job in jobs:
+        run_dir = out / job.id
+        marker = run_dir / MARKER
+        if marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved.get("fingerprint") != job.fingerprint():
+                raise ResumeMismatchError(f"{run_dir} was run with other settings than this command's; resume with the "
+                                 "command that started it, or choose a new --out")
+            records[job.id] = saved["record"]
+        elif run_dir.exists():
+            (run_dir / INCOMPLETE).unlink(missing_ok=True)
+    return records
+
+
+def mark_incomplete(jobs: Sequence[Job], out: Path, records: dict[str, Any]) -> None:
+    for job in jobs:
+        run_dir = out / job.id
+        if job.id not in records and run_dir.is_dir():
+            atomic_write_text(run_dir / INCOMPLETE, "interrupted before this run finished (no job.json): "
+                              "run the same command with --resume to finish it\n")
+
+
+def clear(run_dir: Path) -> None:
+    """Remove a partial run directory (a job that cannot continue from a checkpoint starts from scratch)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def execute(job: Job, run_dir: Path, deps: dict[str, dict[str, Any]], report: Report) -> dict[str, Any]:
+    """Call the job function with the engine's arguments and add its timing to the record."""
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    record = job.fn(run_dir=run_dir, report=report, deps=deps, **job.kwargs)
+    record.setdefault("job", job.id)
+    record["job_wall_time_s"] = time.perf_counter() - start_wall
+    record["job_cpu_time_s"] = time.process_time() - start_cpu
+    return record
+
+
+def ready(job: Job, records: dict, errors: dict) -> bool | None:
     """True: can start; False: wait; None: a dependency failed, so this job is skipped."""
     if any(d in errors for d in job.deps):
         return None
     return all(d in records for d in job.deps)
 
 
-def _run_inline(jobs, out_dir, records, errors, display) -> None:
-    global _PROGRESS_QUEUE
-    pending = list(jobs)
-    _PROGRESS_QUEUE = display.queue = queue_module.Queue()
-    try:
-        while pending:
-            job = next((j for j in pending if _ready(j, records, errors) is not False), None)
-            if job is None:  # unreachable for a dependency-ordered list; guards against cycles
-                raise ValueError(f"jobs {[j.id for j in pending]} wait on each other (a dependency cycle)")
-            pending.remove(job)
-            if _ready(job, records, errors) is None:
-                errors[job.id] = "skipped: a dependency failed"
-                display.finished(job, ok=False)
-                continue
-            display.started(job)
-            try:
-                records[job.id] = _execute(job, out_dir, {d: records[d] for d in job.deps})
-                display.finished(job, ok=True)
-            except Exception:  # noqa: BLE001 - one failed run must not stop the others
-                errors[job.id] = traceback.format_exc()
-                display.finished(job, ok=False)
-            display.drain()
-    finally:
-        _PROGRESS_QUEUE = None
+class Signals:
+    """SIGINT / SIGTERM while :func:`run_jobs` runs: the signal number is appended to ``caught`` (the Ray loop
+    polls it: an exception raised inside Ray's C++ calls is mangled) or, in-process, :class:`Interrupted` is
+    raised at once. :meth:`install` again after ``ray.init``, which sets a SIGTERM handler of its own."""
+
+    def __init__(self, raise_at_once: bool) -> None:
+        self.caught: list[int] = []
+        self.raise_at_once = raise_at_once
+        self.previous: dict[int, Any] = {}
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.caught.append(signum)
+        if self.raise_at_once:
+            raise Interrupted(signum, 0, 0)
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal.signal works there only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous.setdefault(signum, signal.getsignal(signum))
+                signal.signal(signum, self.handler)
+
+    def __enter__(self) -> Signals:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
-def _run_pool(jobs, out_dir, workers, records, errors, display) -> None:
-    context = mp.get_context("spawn")  # fork after torch/OpenMP initialisation can deadlock; spawn is safe
-    progress_queue = context.Queue()
-    display.queue = progress_queue
-    pending = list(jobs)
-    running: dict[cf.Future, Job] = {}
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                initargs=(progress_queue,)) as pool:
+def _run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display: Display) -> None:
+    pending = [j for j in jobs if j.id not in records]
+    while pending:
+        job = next((j for j in pending if ready(j, records, errors) is not False), None)
+        if job is None:  # unreachable for a dependency-ordered list; guards against cycles
+            raise ValueError(f"jobs {[j.id for j in pending]} wait on each other (a dependency cycle)")
+        pending.remove(job)
+        if ready(job, records, errors) is None:
+            errors[job.id] = "skipped: a dependency failed"
+            display.finished(job, ok=False)
+            continue
+        if not job.resumable:
+            clear(out / job.id)
+        display.started(job)
+        report = lambda done, total, job_id=job.id: display.update(job_id, done, total)  # noqa: E731
         try:
-            while pending or running:
-                for job in list(pending):
-                    if len(running) >= workers:
-                        break
-                    state = _ready(job, records, errors)
-                    if state is None:
-                        pending.remove(job)
-                        errors[job.id] = "skipped: a dependency failed"
-                        display.finished(job, ok=False)
-                    elif state:
-                        pending.remove(job)
-                        running[pool.submit(_execute, job, out_dir, {d: records[d] for d in job.deps})] = job
-                        display.started(job)
-                if not running:
-                    if pending:
-                        raise ValueError(f"jobs {[j.id for j in pending]} wait on each other (a dependency cycle)")
-                    break
-                done, _ = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-                display.drain()
-                for future in done:
-                    job = running.pop(future)
-                    try:
-                        records[job.id] = future.result()
-                        display.finished(job, ok=True)
-                    except Exception:  # noqa: BLE001
-                        errors[job.id] = "".join(traceback.format_exception(future.exception()))
-                        display.finished(job, ok=False)
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
-    display.drain()
-
-
-class Display:
-    """Live view of an invocation: a bar over all runs, one line per running run (its own progress, in steps)
-    and the queue. Without a terminal (or ``enabled=False``) one plain line per started / finished run."""
-
-    def __init__(self, jobs: Sequence[Job], title: str, enabled: bool = True) -> None:
-        self.jobs = list(jobs)
-        self.queue: Any = None
-        self.total = len(self.jobs)
-        self.done = 0
-        self.failed = 0
-        self.running: dict[str, Any] = {}
-        self.started_at: dict[str, float] = {}
-        self.title = title
-        self.enabled = enabled
-        self.live = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console, Group
-            from rich.live import Live
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-            from rich.table import Column
-
-            self.progress = Progress(
-                TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
-                BarColumn(bar_width=20), TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True)),
-                TimeElapsedColumn(), expand=True)
-            self.overall = self.progress.add_task(f"[bold]{title}[/bold]", total=self.total, count=self._count())
-            self.live = Live(Group(self.progress, _QueueLine(self)), console=Console(stderr=True),
-                             refresh_per_second=4, transient=False)
-            self.live.start()
-
-    def _count(self) -> str:
-        failed = f", {self.failed} failed" if self.failed else ""
-        return f"{self.done}/{self.total} runs done{failed}"
-
-    def queued(self) -> list[str]:
-        return [j.label or j.id for j in self.jobs if j.id not in self.started_at]
-
-    def started(self, job: Job) -> None:
-        self.started_at[job.id] = time.perf_counter()
-        if self.live is not None:
-            self.running[job.id] = self.progress.add_task(f"  {job.label or job.id}", total=None, count="starting")
-        else:
-            self.running[job.id] = None
-            if self.enabled:
-                print(f"[{self.done}/{self.total}] start {job.id}", file=sys.stderr, flush=True)
-
-    def finished(self, job: Job, ok: bool) -> None:
-        self.done += 1
-        self.failed += not ok
-        self.started_at.setdefault(job.id, time.perf_counter())
-        seconds = time.perf_counter() - self.started_at[job.id]
-        task = self.running.pop(job.id, None)
-        if self.live is not None:
-            if task is not None:
-                self.progress.remove_task(task)
-            self.progress.update(self.overall, completed=self.done, count=self._count())
-            if not ok:
-                self.live.console.print(f"[red]failed[/red] {job.id} (see the report for the error)")
-        elif self.enabled:
-            status = "done  " if ok else "FAILED"
-            print(f"[{self.done}/{self.total}] {status} {job.id} ({seconds:.1f} s)", file=sys.stderr, flush=True)
-
-    def drain(self) -> None:
-        """Apply the progress messages the jobs sent since the last call."""
-        if self.queue is None:
-            return
-        while True:
-            try:
-                job_id, done, total = self.queue.get_nowait()
-            except (queue_module.Empty, EOFError, OSError):
-                return
-            task = self.running.get(job_id)
-            if self.live is not None and task is not None:
-                self.progress.update(task, completed=done, total=total, count=f"{done:,.0f}/{total:,.0f} steps")
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
-
-
-class _QueueLine:
-    """The last line of the live view: what is still waiting to start."""
-
-    def __init__(self, display: Display) -> None:
-        self.display = display
-
-    def __rich__(self) -> str:
-        queued = self.display.queued()
-        if not queued:
-            return "[dim]queue empty[/dim]"
-        more = f" (+{len(queued) - 3} more)" if len(queued) > 3 else ""
-        return f"[dim]queued {len(queued)}: {', '.join(queued[:3])}{more}[/dim]"
+            record = execute(job, out / job.id, {d: records[d] for d in job.deps}, report)
+        except Exception:  # noqa: BLE001 - one failed run must not stop the others
+            errors[job.id] = traceback.format_exc()
+            display.finished(job, ok=False)
+            continue
+        record["node"] = {"hostname": os.uname().nodename, "node_id": None, "resources": {"CPU": 1}}
+        records[job.id] = finish(job, record, out)
+        display.finished(job, ok=True)

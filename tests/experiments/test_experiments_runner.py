@@ -1,4 +1,5 @@
-"""The job runner (dependencies, failures, order, worker processes) and the batched evaluators."""
+"""The job runner in this process (dependencies, failures, order, resume, ETA) and the batched evaluators; the Ray
+engine itself: test_engine_cluster.py and test_engine_interrupt.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from experiments.common import format_estimate, markdown_table, mean_curve, summary_row
-from experiments.runner import Job, critical_path_order, run_jobs
+from experiments.display import Display, format_eta
+from experiments.runner import INCOMPLETE, MARKER, Job, critical_path_order, mark_incomplete, run_jobs
 
 
 def record(run_dir: Path, report, deps, *, value: float, fail: bool = False) -> dict:
@@ -37,6 +39,43 @@ def test_bad_job_lists_fail_before_running():
         run_jobs([Job("a", record), Job("a", record)], "unused", workers=0, progress=False)
     with pytest.raises(ValueError, match="unknown job"):
         run_jobs([Job("a", record, deps=("nope",))], "unused", workers=0, progress=False)
+
+
+def test_resume_loads_finished_jobs_and_runs_unfinished_ones_again(tmp_path):
+    jobs = [Job("e/a/seed1", record, dict(value=1.0)), Job("e/b/seed1", record, dict(value=2.0), deps=("e/a/seed1",)),
+            Job("e/c/seed1", record, dict(value=3.0), resumable=True)]
+    first = run_jobs(jobs, tmp_path, workers=0, progress=False)
+    assert all((tmp_path / j.id / MARKER).is_file() for j in jobs)
+    for job in jobs[1:]:  # as if interrupted while b and c ran: no marker, a partial file
+        (tmp_path / job.id / MARKER).unlink()
+        (tmp_path / job.id / "partial.txt").write_text("half")
+    mark_incomplete(jobs, tmp_path, {"e/a/seed1": first.records["e/a/seed1"]})
+    assert (tmp_path / "e/b/seed1" / INCOMPLETE).is_file() and not (tmp_path / "e/a/seed1" / INCOMPLETE).exists()
+    again = run_jobs(jobs, tmp_path, workers=0, progress=False, resume=True)
+    assert again.loaded == ["e/a/seed1"] and again.records["e/a/seed1"] == first.records["e/a/seed1"]
+    assert {k: r["value"] for k, r in again.records.items()} == {k: r["value"] for k, r in first.records.items()}
+    assert not (tmp_path / "e/b/seed1" / "partial.txt").exists()  # not resumable: started from scratch
+    assert (tmp_path / "e/c/seed1" / "partial.txt").exists()  # resumable: its checkpoint dir is left to it
+    assert not list(tmp_path.rglob(INCOMPLETE))
+
+
+def test_resume_refuses_a_finished_job_whose_arguments_changed(tmp_path):
+    run_jobs([Job("e/a/seed1", record, dict(value=1.0))], tmp_path, workers=0, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        run_jobs([Job("e/a/seed1", record, dict(value=5.0))], tmp_path, workers=0, progress=False, resume=True)
+
+
+def test_eta_weighs_runs_by_cost_and_counts_partial_progress():
+    jobs = [Job("a", record, cost=1.0), Job("b", record, cost=3.0), Job("old", record, cost=100.0)]
+    display = Display(jobs, "t", enabled=False, loaded=["old"])  # loaded: done, not part of the rate
+    assert display.eta_s() is None and display.done == 1
+    display.began -= 10.0  # 10 s in: a finished (cost 1), b half done (1.5): 2.5 of 4 took 10 s
+    display.started(jobs[0])
+    display.finished(jobs[0], ok=True)
+    display.started(jobs[1])
+    display.update("b", 50, 100)
+    assert display.eta_s() == pytest.approx(10.0 * 1.5 / 2.5, rel=0.05)
+    assert format_eta(6.0) == "ETA 0:06" and format_eta(3725) == "ETA 1:02:05"
 
 
 def test_long_chains_start_first():

@@ -1,0 +1,256 @@
+"""Ray for :mod:`experiments.runner`: start (or join) an instance, run one job as a Ray task, ship run directories.
+
+- :func:`connect`: no address starts a local instance on the loopback interface (no dashboard, usage stats
+  off, quiet logs); ``"auto"`` or ``"HOST:PORT"`` joins a running cluster.
+- :func:`run_task`: one job in a Ray worker. On the driver's node it writes its run directory in place, under
+  the driver's output directory; on any other node it writes to a scratch directory there and returns the
+  directory as bytes (a tar archive, through the object store), so no shared filesystem is assumed. The
+  artifacts of its dependencies come the same way, unpacked beside it, and ``deps[id]`` (paths included) is
+  rewritten to point at them. A job that raises returns its traceback: only a dead worker (killed, out of
+  memory, node lost) is retried, up to ``RETRIES`` times.
+- :class:`ProgressSink`: an actor that collects the jobs' ``report(done, total)`` calls for the display.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from experiments.runner import clear, execute
+
+RETRIES = 2  # a job whose worker died starts again at most this often (from its checkpoint when resumable)
+REPORT_INTERVAL_S = 0.5
+_POLL_S = 0.25
+ERROR_KEY = "__job_error__"  # a job that raised returns {ERROR_KEY: traceback} instead of a record
+
+
+def connect(address: str | None, cpus: int) -> None:
+    """``ray.init`` for this process: a local instance with ``cpus`` CPUs, or the cluster at ``address``."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if address is None:
+        ray.init(num_cpus=cpus, **quiet)
+    else:
+        ray.init(address=address, **quiet)
+
+
+def driver_node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def node_count() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+@ray.remote(num_cpus=0)
+class ProgressSink:
+    """Latest ``(done, total)`` per job since the driver last asked; ``total == -1`` announces a start."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[float, float]] = {}
+        self.started: list[str] = []
+
+    def put(self, job_id: str, done: float, total: float) -> None:
+        if total < 0:
+            self.started.append(job_id)
+        else:
+            self.latest[job_id] = (done, total)
+
+    def take(self) -> tuple[list[str], dict[str, tuple[float, float]]]:
+        started, latest = self.started, self.latest
+        self.started, self.latest = [], {}
+        return started, latest
+
+
+def pack(directory: Path) -> bytes:
+    directory.mkdir(parents=True, exist_ok=True)  # a job may leave its run directory empty
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(directory, arcname=".")
+    return buffer.getvalue()
+
+
+def unpack(blob: bytes, target: Path) -> None:
+    """Extract a :func:`pack` archive to ``target`` atomically: a temporary sibling, then one rename (an older
+    ``target``, e.g. the partial directory of an interrupted attempt, is replaced)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+            tar.extractall(tmp, filter="data")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def rebase(value: Any, old: str, new: str) -> Any:
+    """``value`` with every string path under ``old`` moved under ``new`` (records hold absolute paths)."""
+    if isinstance(value, str):
+        return new + value[len(old):] if value == old or value.startswith(old + os.sep) else value
+    if isinstance(value, dict):
+        return {k: rebase(v, old, new) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(rebase(v, old, new) for v in value)
+    return value
+
+
+def scratch_root(out_dir: str) -> Path:
+    """Where jobs of the output directory ``out_dir`` write on a node that is not the driver's: the same path
+    for every attempt, so a retried resumable job on the same node finds its checkpoint."""
+    key = hashlib.sha256(f"{socket.gethostname()}:{os.path.abspath(out_dir)}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "lab-experiments" / key
+
+
+def node_info(cpus: float) -> dict[str, Any]:
+    context = ray.get_runtime_context()
+    return {"hostname": socket.gethostname(), "node_id": context.get_node_id(),
+            "resources": {"CPU": cpus, "GPU": [str(g) for g in ray.get_gpu_ids()],  # the GPU ids it was given
+                          "torch_threads": torch.get_num_threads()}}
+
+
+@ray.remote(max_retries=RETRIES)
+def run_task(job: Any, out_dir: str, driver_node: str, deps: dict[str, dict[str, Any]],
+             dep_blobs: list[tuple[str, Any]], progress: Any) -> tuple[dict[str, Any], bytes | None]:
+    """One job in a Ray worker; returns ``(record, None)`` when it wrote in place, ``(record, archive)``
+    from another node, or ``({"error": traceback}, None)``. ``dep_blobs`` are ``(dep id, ObjectRef)`` pairs,
+    fetched only off the driver's node (refs inside a list are not resolved by Ray)."""
+    threads = max(int(job.cpus), 1)
+    torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS; torch's pool may predate it
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    final = Path(out_dir) / job.id
+    local = ray.get_runtime_context().get_node_id() == driver_node
+    run_dir = final if local else scratch_root(out_dir) / "runs" / job.id
+    if not local:
+        for dep, ref in dep_blobs:
+            target = scratch_root(out_dir) / "deps" / dep
+            unpack(ray.get(ref), target)
+            deps[dep] = rebase(deps[dep], str(Path(out_dir) / dep), str(target))
+    if not job.resumable:
+        clear(run_dir)
+    last = [0.0]
+
+    def report(done: float, total: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= REPORT_INTERVAL_S or done >= total:
+            last[0] = now
+            progress.put.remote(job.id, float(done), float(total))
+
+    progress.put.remote(job.id, 0.0, -1.0)
+    try:
+        record = execute(job, run_dir, deps, report)
+    except Exception:  # noqa: BLE001 - a real error: reported with its traceback, never retried
+        return {ERROR_KEY: traceback.format_exc()}, None
+    record = rebase(record, str(run_dir), str(final))
+    record["node"] = node_info(job.cpus)
+    if local:
+        return record, None
+    blob = pack(run_dir)
+    clear(run_dir)
+    return record, blob
+
+
+def run_on_ray(jobs: list[Any], out: Path, workers: int, address: str | None, records: dict[str, Any],
+               errors: dict[str, str], display: Any, signals: Any) -> dict[str, Any]:
+    """:func:`experiments.runner.run_jobs` on Ray: submit each job once its dependencies finished, collect
+    records (unpacking archives from other nodes), feed the display; on a caught signal cancel everything."""
+    from experiments.runner import Interrupted, finish, ready
+
+    def stop_if(caught: list[int]) -> None:
+        if caught:
+            raise Interrupted(caught[0], len(records), len(jobs))
+
+    connect(address, workers)
+    signals.install()  # over the SIGTERM handler ray.init set (it would exit at once, with status 1)
+    caught = signals.caught
+    running: dict[Any, tuple[Any, Any]] = {}  # record ref -> (job, archive ref)
+    try:
+        driver, gpus = driver_node_id(), cluster_gpus()
+        engine = {"engine": f"ray {ray.__version__}", "address": address or "local", "nodes": node_count(),
+                  "cpus": ray.cluster_resources().get("CPU", 0.0), "gpus": gpus}
+        archives: dict[str, Any] = {}  # finished job -> ObjectRef of its run directory (multi-node only)
+        by_id = {job.id: job for job in jobs}
+        sink = ProgressSink.remote()
+        asked = sink.take.remote()
+        pending = [job for job in jobs if job.id not in records]
+        while pending or running:
+            stop_if(caught)
+            for job in list(pending):
+                state = ready(job, records, errors)
+                if state is None:
+                    pending.remove(job)
+                    errors[job.id] = "skipped: a dependency failed"
+                    display.finished(job, ok=False)
+                elif state:
+                    pending.remove(job)
+                    blobs = [(d, _archive(d, out, archives)) for d in job.deps] if engine["nodes"] > 1 else []
+                    options = dict(num_cpus=job.cpus, num_gpus=job.gpus if gpus else 0, resources=job.resources,
+                                   num_returns=2)
+                    record_ref, blob_ref = run_task.options(**options).remote(
+                        job, str(out), driver, {d: records[d] for d in job.deps}, blobs, sink)
+                    running[record_ref] = (job, blob_ref)
+            if not running:
+                if pending:
+                    raise ValueError(f"jobs {[j.id for j in pending]} wait on each other (a dependency cycle)")
+                break
+            done, _ = ray.wait(list(running), num_returns=len(running), timeout=_POLL_S)
+            stop_if(caught)  # before results: a signal to the process group also kills Ray's services
+            if ray.wait([asked], timeout=0)[0]:
+                started, latest = ray.get(asked)
+                asked = sink.take.remote()
+                for job_id in started:
+                    display.started(by_id[job_id])
+                for job_id, (n, total) in latest.items():
+                    display.update(job_id, n, total)
+            for ref in done:
+                job, blob_ref = running.pop(ref)
+                display.started(job)
+                try:
+                    record, blob = ray.get([ref, blob_ref])
+                except ray.exceptions.RayError as error:  # the worker died more often than RETRIES
+                    errors[job.id] = f"{type(error).__name__} after {RETRIES} retries: {error}"
+                    display.finished(job, ok=False)
+                    continue
+                if ERROR_KEY in record:
+                    errors[job.id] = record[ERROR_KEY]
+                    display.finished(job, ok=False)
+                    continue
+                if blob is not None:
+                    unpack(blob, out / job.id)
+                    archives[job.id] = blob_ref
+                records[job.id] = finish(job, record, out)
+                display.finished(job, ok=True)
+            display.refresh()
+        stop_if(caught)
+        return engine
+    finally:
+        for ref in running:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        ray.shutdown()
+
+
+def _archive(job_id: str, out: Path, archives: dict[str, Any]) -> Any:
+    """The object-store copy of a finished job's run directory (packed on first use when it ran here)."""
+    if job_id not in archives:
+        archives[job_id] = ray.put(pack(out / job_id))
+    return archives[job_id]
