@@ -1,9 +1,13 @@
 """What every experiment shares: seeds, summary rows over seeds, curves, the results files and the report tables.
 
 A *summary row* is one measured quantity of one variant over seeds: its per-seed values, mean, IQM, 95%
-bootstrap interval (:mod:`experiments.stats`), how many seeds produced a value (e.g. reached a threshold) and,
-where one exists, the published reference, kept in its own field. The report prints rows exactly as stored
-in ``results.json``, formatted with the row's own ``fmt``, so every number in the report can be traced back.
+interval (:mod:`experiments.stats`: Student-t, clipped to the quantity's range), how many seeds produced a
+value (e.g. reached a threshold) and, where one exists, the published reference, kept in its own field. The
+report prints rows exactly as stored in ``results.json``, formatted with the row's own ``fmt`` (with fewer than
+10 seeds every seed's value next to the aggregate), so every number in the report can be traced back.
+
+Every variant also gets its *untrained* point (step 0) and the paired change from it (:func:`learning_rows`):
+a row flags a variant whose change is not above 0 beyond its interval, i.e. that did not visibly learn.
 """
 from __future__ import annotations
 
@@ -20,16 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from experiments.stats import estimate
+from experiments.stats import INTERVAL_METHOD, IQM_MIN_VALUES, estimate, improved, iqm, stratified_bootstrap
 from lab.io import atomic_write_text, write_json
 
-QUICK_SEEDS = 3  # quick mode: enough for a bootstrap interval in a few minutes
+QUICK_SEEDS = 3  # quick mode: the fewest seeds with a (wide) interval in a few minutes
 FULL_SEEDS = 5  # full mode
 RESULTS_JSON = "results.json"
 RUNS_CSV = "runs.csv"
 SUMMARY_CSV = "summary.csv"
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
+PER_SEED_MAX = 9  # with fewer than 10 seeds a cell shows every seed's value next to the aggregate
+RATE = (0.0, 1.0)  # the range of an accuracy or success rate: its interval is clipped to it
+COUNT = (0.0, None)  # a count or a time is never negative
+UNTRAINED = "untrained (step 0)"  # quantity prefix of the untrained point of a variant
+CHANGE = "change from step 0 (final - step 0)"  # quantity prefix of the paired change
 
 
 def seed_list(count: int) -> list[int]:
@@ -39,12 +48,56 @@ def seed_list(count: int) -> list[int]:
 
 # ------------------------------------------------------------------------------------------------ summary rows
 def summary_row(section: str, quantity: str, variant: str, values: Sequence[float | None], fmt: str = "{:.3f}",
-                unit: str = "", reference: str | None = None, note: str = "") -> dict[str, Any]:
-    """One quantity of one variant over seeds (``None`` = this seed produced no value, e.g. never reached)."""
+                unit: str = "", reference: str | None = None, note: str = "",
+                bounds: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
+    """One quantity of one variant over seeds (``None`` = this seed produced no value, e.g. never reached).
+
+    ``bounds``: the quantity's range (:data:`RATE`, :data:`COUNT`); its interval is clipped to it.
+    """
     clean = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
-    e = estimate(clean)
+    e = estimate(clean, bounds)
     return {"section": section, "quantity": quantity, "variant": variant, "unit": unit, "fmt": fmt,
-            "values": clean, **e.as_dict(), "n_total": len(clean), "reference": reference, "note": note}
+            "values": clean, **e.as_dict(), "n_total": len(clean), "reference": reference, "note": note,
+            "interval": INTERVAL_METHOD, "bounds": list(bounds)}
+
+
+AGGREGATE_METHOD = "stratified bootstrap 95% CI of the IQM over tasks x seeds (rliable; seeds resampled within each task)"
+
+
+def aggregate_row(section: str, quantity: str, variant: str, scores: dict[str, Sequence[float | None]],
+                  fmt: str = "{:.3f}", note: str = "") -> dict[str, Any]:
+    """One quantity over several tasks (e.g. both paradigms) and their seeds: the IQM of all scores with a
+    stratified-bootstrap interval (:func:`experiments.stats.stratified_bootstrap`); ``values``: every score,
+    task by task. The row's point estimate is its IQM (``point``), not its mean."""
+    tasks = {k: [v for v in vs if v is not None] for k, vs in scores.items()}
+    values = [v for vs in tasks.values() for v in vs]
+    row = summary_row(section, quantity, variant, values, fmt, note=note, bounds=RATE)
+    if values:
+        point, low, high = stratified_bootstrap(tasks, iqm)
+        row.update(iqm=point, ci_low=low, ci_high=high)
+    row.update(point="iqm", interval=AGGREGATE_METHOD, tasks=list(tasks))
+    return row
+
+
+def learning_rows(section: str, metric: str, variant: str, untrained: Sequence[float | None],
+                  final: Sequence[float | None], fmt: str = "{:.3f}", start: str = UNTRAINED) -> list[dict[str, Any]]:
+    """The untrained point of a variant and the paired per-seed change from it to the final value.
+
+    ``start`` names the step-0 point (e.g. ``at step 0 (before RL)`` where step 0 is a pretrained policy). The
+    metric is a rate (accuracy, success): the change lies in [-1, 1] and its interval is clipped to that.
+
+    The change row carries ``improved``: True when its whole interval is above 0, False when not (the variant
+    did not improve beyond its interval), None with fewer than 2 seeds (no interval to judge by).
+    """
+    changes = [None if u is None or f is None else f - u for u, f in zip(untrained, final)]
+    change = summary_row(section, f"{CHANGE} {metric}", variant, changes, fmt.replace("{:", "{:+"), bounds=(-1.0, 1.0))
+    change["improved"] = improved(changes)
+    return [summary_row(section, f"{start} {metric}", variant, untrained, fmt, bounds=RATE), change]
+
+
+def not_improved(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The change rows of variants that did not improve beyond their interval (or cannot tell: 1 seed)."""
+    return [r for r in summary if r["quantity"].startswith(CHANGE) and r.get("improved") is not True and r["n"]]
 
 
 def format_estimate(row: dict[str, Any]) -> str:
@@ -55,6 +108,9 @@ def format_estimate(row: dict[str, Any]) -> str:
     fmt = row["fmt"]
     if row["n"] == 0:
         return f"n/a (0/{row['n_total']} seeds)"
+    if row.get("point") == "iqm":  # an aggregate over tasks (aggregate_row): IQM [stratified bootstrap CI]
+        return f"IQM {fmt.format(row['iqm'])} [{fmt.format(row['ci_low'])}, {fmt.format(row['ci_high'])}] " \
+               f"({row['n']} runs)"
     mean, low, high = (fmt.format(row[k]) for k in ("mean", "ci_low", "ci_high"))
     if row["n"] == 1:
         text = mean
@@ -62,6 +118,8 @@ def format_estimate(row: dict[str, Any]) -> str:
         return f"{mean} (all seeds)"
     else:
         text = f"{mean} [{low}, {high}]"
+    if row["n"] >= IQM_MIN_VALUES:
+        text += f" IQM {fmt.format(row['iqm'])}"
     if row["n"] < row["n_total"]:
         text += f" ({row['n']}/{row['n_total']} seeds)"
     elif row["n"] == 1:
@@ -69,10 +127,28 @@ def format_estimate(row: dict[str, Any]) -> str:
     return text
 
 
+def format_values(row: dict[str, Any]) -> str:
+    """Every seed's value in the row's format, ``-`` where a seed has none (e.g. never reached a threshold)."""
+    return " / ".join("-" if v is None else row["fmt"].format(v) for v in row["values"])
+
+
+def format_cell(row: dict[str, Any]) -> str:
+    """A report cell: the aggregate (:func:`format_estimate`), with fewer than 10 seeds every seed's value
+    after it, and the verdict of a change-from-untrained row."""
+    text = format_estimate(row)
+    same = row["n"] == row["n_total"] and len(set(row["values"])) == 1
+    if 1 < row["n_total"] <= PER_SEED_MAX and row["n"] and not same and row.get("point") != "iqm":
+        text += f"; seeds {format_values(row)}"
+    if "improved" in row and row["n"]:
+        text += {True: "", False: " **not above 0: did not improve beyond its interval**",
+                 None: " (1 seed: no interval to judge by)"}[row["improved"]]
+    return text
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
                    labels: dict[str, str] | None = None, row_of: Callable[[dict], str] | None = None,
                    column_of: Callable[[dict], str] | None = None, corner: str = "quantity") -> str:
-    """Summary rows as a markdown table of ``mean [95% CI]`` cells.
+    """Summary rows as a markdown table of :func:`format_cell` cells (``mean [95% CI]; seeds ...``).
 
     By default one line per quantity and one column per variant (``row_of`` / ``column_of`` choose other
     keys). A last column holds the published references of a line's rows, when any has one: those numbers
@@ -90,7 +166,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for key in lines_keys:
         cells_by_column = {column_of(r): r for r in rows if row_of(r) == key}
-        cells = [key, *(format_estimate(cells_by_column[c]) if c in cells_by_column else "" for c in columns)]
+        cells = [key, *(format_cell(cells_by_column[c]) if c in cells_by_column else "" for c in columns)]
         if with_reference:
             cells.append("; ".join(r["reference"] for r in cells_by_column.values() if r["reference"]))
         lines.append("| " + " | ".join(cells) + " |")

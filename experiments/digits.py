@@ -13,12 +13,10 @@ scored on the same 359 test images (``lab.data.digits_splits``), deterministical
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from experiments.common import find_row, mean_curve, rows_of, summary_row, first_crossing
 from experiments.runner import Job
 
 ENV_ID = "lab/DigitsBandit-v0"
@@ -126,123 +124,5 @@ def jobs(budget: DigitsBudget, seeds: list[int], exp: str = "digits") -> list[Jo
     return out
 
 
-# ------------------------------------------------------------------------------------------------ analysis
-VARIANT_LABELS = {"supervised": "supervised (labels, cross-entropy)", "ppo": "PPO (reward only)",
-                  "a2c": "A2C (reward only)"}
-COLUMN_LABELS = {"supervised": "supervised (labels)", "ppo": "PPO (rewards)", "a2c": "A2C (rewards)"}
-BITS_PER_LABEL = math.log2(NUM_CLASSES)  # a label names one of 10 classes: at most log2(10) = 3.32 bits
-BITS_PER_REWARD = 1.0  # a 0/1 reward says right or wrong: at most 1 bit
-
-
-def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
-    """Summary rows of the four comparison points, per variant, over seeds."""
-    rows: list[dict[str, Any]] = []
-    variants = ["supervised", *budget["algos"]]
-    for v in variants:
-        rs = sorted((r for r in runs if r["variant"] == v), key=lambda r: r["seed"])
-        if not rs:
-            continue
-
-        def add(section, quantity, values, fmt="{:.3f}", unit="", reference=None):
-            rows.append(summary_row(section, quantity, v, values, fmt, unit, reference))
-
-        add("goal", "final test accuracy", [r["curve"][-1]["accuracy"] for r in rs])
-        add("goal", "best test accuracy during training", [max(p["accuracy"] for p in r["curve"]) for r in rs])
-        add("signal", "labels consumed", [r["labels_seen"] for r in rs], "{:,.0f}")
-        add("signal", "reward signals consumed", [r["rewards_seen"] for r in rs], "{:,.0f}")
-        add("signal", "feedback information, upper bound", [r["labels_seen"] * BITS_PER_LABEL
-                                                            + r["rewards_seen"] * BITS_PER_REWARD for r in rs],
-            "{:,.0f}", "bits")
-        for t in budget["thresholds"]:
-            add("signal", f"samples to {t:.0%} test accuracy", [first_crossing(r["curve"], "samples", "accuracy", t)
-                                                                 for r in rs], "{:,.0f}")
-        add("complexity", "parameters (whole model / policy)", [r["params"] for r in rs], "{:,.0f}")
-        add("complexity", "FLOPs per forward pass, one image", [r["flops"] for r in rs], "{:,.0f}")
-        add("complexity", "gradient updates", [r["updates"] for r in rs], "{:,.0f}")
-        add("complexity", "training wall time", [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
-        add("complexity", "run CPU time (incl. evaluation)", [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
-        for t in budget["thresholds"]:
-            add("complexity", f"wall time to {t:.0%} test accuracy",
-                [first_crossing(r["curve"], "wall_time_s", "accuracy", t) for r in rs], "{:.1f}", "s")
-    return rows
-
-
-def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
-    from experiments import plots
-
-    runs, budget = results["runs"], results["budget"]
-    variants = [v for v in ["supervised", *budget["algos"]] if any(r["variant"] == v for r in runs)]
-    curves = {v: [r["curve"] for r in runs if r["variant"] == v] for v in variants}
-    hlines = [(t, f"{t:.0%}") for t in budget["thresholds"]]
-    mode = results["mode"]
-    out = [
-        plots.curves({VARIANT_LABELS[v]: mean_curve(c, "samples", "accuracy") for v, c in curves.items()},
-                     plot_dir / "accuracy_vs_samples.png", "training samples (labels or reward signals)",
-                     "test accuracy (359 images)", f"Digits: same net, labels vs rewards ({mode} mode, 95% CI)",
-                     hlines=hlines, ylim=(0, 1.02)),
-        plots.curves({VARIANT_LABELS[v]: mean_curve(c, "wall_time_s", "accuracy") for v, c in curves.items()},
-                     plot_dir / "accuracy_vs_wall_time.png", "training wall time (s, evaluation excluded)",
-                     "test accuracy (359 images)", f"Digits: accuracy against wall time ({mode} mode, 95% CI)",
-                     hlines=hlines, ylim=(0, 1.02)),
-    ]
-    summary = results["summary"]
-    quantities = ["labels consumed", "reward signals consumed", "feedback information, upper bound"]
-    out.append(plots.bars(["labels", "reward signals", "feedback bits (upper bound)"],
-                          {VARIANT_LABELS[v]: [find_row(summary, q, v) for q in quantities] for v in variants},
-                          plot_dir / "labels_vs_rewards.png", "count over one run",
-                          f"Digits: what each paradigm was told ({mode} mode)"))
-    return out
-
-
-def report(results: dict[str, Any], plot_paths: list[str]) -> str:
-    """The experiment's markdown section, every number taken from ``results`` (its summary rows)."""
-    from experiments.common import markdown_table
-
-    budget, summary = results["budget"], results["summary"]
-    mode = results["mode"]
-    budget_note = (f"**{mode.capitalize()}-mode budget**: {budget['samples']:,} training samples per run (supervised "
-                   f"examples = RL environment steps), test accuracy every {budget['eval_every']:,} samples, "
-                   f"seeds {', '.join(map(str, results['seeds']))}.")
-    if mode == "quick":
-        budget_note += (" Quick mode stops far below the full budget "
-                        f"(`--full`: {DigitsBudget().resolve(True).samples:,} samples, 5 seeds); its numbers show the "
-                        "trend, not the end point.")
-    params = {v: find_row(summary, "parameters (whole model / policy)", v) for v in ["supervised", *budget["algos"]]}
-    lines = [
-        "## Experiment 1: same data, two signals (digits)",
-        "",
-        "One separable-conv net, the same 1259 training images and the same 359 test images. Supervised: each "
-        "image comes with its label and the net minimises cross-entropy. RL: the net is the policy of a one-step "
-        "bandit; it answers with a class and is told only whether that answer was right (reward 1 or 0).",
-        "",
-        budget_note,
-        "",
-        "### 1. Definition and goal",
-        "Deep (supervised) learning fits a function to labelled examples; RL learns a policy that maximises "
-        "reward. Here both goals are the same test accuracy, so they can be compared directly:",
-        "",
-        markdown_table(rows_of(summary, "goal"), labels=COLUMN_LABELS),
-        "",
-        "### 2. How each learns: labels vs rewards",
-        f"A label names the right class (up to log2(10) = {BITS_PER_LABEL:.2f} bits); a reward says only whether "
-        "one guess was right (at most 1 bit). Both counts over one run, and the samples each needed to reach a "
-        "test accuracy:",
-        "",
-        markdown_table(rows_of(summary, "signal"), labels=COLUMN_LABELS),
-        "",
-        "### 3. Where each applies",
-        "The supervised run needs a correct label for every training image (an annotator); the RL runs never see "
-        "a label, only a judge that says right or wrong, and they pay for it in samples (section 2). With labels "
-        "at hand supervised learning is the tool; RL applies where only an outcome can be scored (games, "
-        "control, the BabyAI levels of experiment 2 without an expert).",
-        "",
-        "### 4. Model complexity and iterations needed",
-        f"The conv body is identical; the RL policy adds a projection and a value head "
-        f"({params['supervised']['mean']:,.0f} parameters supervised vs "
-        + ", ".join(f"{params[a]['mean']:,.0f} {a.upper()}" for a in budget["algos"]) + ").",
-        "",
-        markdown_table(rows_of(summary, "complexity"), labels=COLUMN_LABELS),
-        "",
-        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
-    ]
-    return "\n".join(lines)
+# The analysis (summary rows, plots, report, TensorBoard layout) lives in experiments.analysis.digits.
+from experiments.analysis.digits import plot, report, summarize, tensorboard_layout  # noqa: E402,F401

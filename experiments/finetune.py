@@ -17,15 +17,12 @@ evaluation episodes are experiment 2's.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
 
 from experiments import imitation
-from experiments.common import first_crossing, markdown_table, mean_curve, rows_of, summary_row
 from experiments.runner import Job
 
 STRATEGIES = ("frozen", "top", "discriminative", "full", "scratch")
-HEADLINE = ("final success rate", "success rate before RL (step 0; scratch: untrained)")
+HEADLINE = ("final success rate",)  # the closing table puts each at step 0 next to it
 
 
 @dataclass
@@ -80,6 +77,7 @@ class FinetuneBudget:
 
 
 def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> list[Job]:
+    from experiments.baselines import untrained_bc_job
     from experiments.bc import train_bc
 
     base = budget.imitation_budget()
@@ -91,6 +89,8 @@ def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> lis
                             config=imitation.bc_config(base, budget.pretrain_demos, seed)),
                        deps=(demos.id,), cost=budget.bc_steps * 256 / 700)
         out.append(pretrain)
+        # the BC policy as initialised: the untrained point of the pretraining
+        out.append(untrained_bc_job(exp, imitation.bc_config(base, budget.pretrain_demos, seed), seed, demos.id))
         for strategy in budget.strategies:
             # The cloned policy's architecture (CLS -> linear heads), so its action head loads too.
             pretrained = {} if strategy == "scratch" else dict(pretrained_from=pretrain.id, load_head=budget.load_head)
@@ -98,80 +98,5 @@ def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> lis
     return out
 
 
-def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    pre = sorted((r for r in runs if r["variant"] == "bc-pretrain"), key=lambda r: r["seed"])
-    if pre:
-        rows.append(summary_row("pretrain", "success rate of the cloned policy", "bc-pretrain",
-                                [r["success_rate"] for r in pre]))
-        rows.append(summary_row("pretrain", "expert actions (labels) consumed", "bc-pretrain",
-                                [r["labels_seen"] for r in pre], "{:,.0f}"))
-        rows.append(summary_row("pretrain", "training wall time", "bc-pretrain",
-                                [r["train_wall_time_s"] for r in pre], "{:.1f}", "s"))
-    for strategy in budget["strategies"]:
-        rs = sorted((r for r in runs if r["variant"] == strategy), key=lambda r: r["seed"])
-        if not rs:
-            continue
-
-        def add(section, quantity, values, fmt="{:.3f}", unit=""):
-            rows.append(summary_row(section, quantity, strategy, values, fmt, unit))
-
-        add("outcome", "success rate before RL (step 0; scratch: untrained)", [r["curve"][0]["success_rate"] for r in rs])
-        add("outcome", "final success rate", [r["final_metric"] for r in rs])
-        add("outcome", "best success rate during training", [max(p["success_rate"] for p in r["curve"]) for r in rs])
-        for t in budget["thresholds"]:
-            add("outcome", f"training episodes to {t:.0%} success",
-                [first_crossing(r["curve"], "episodes", "success_rate", t) for r in rs], "{:,.0f}")
-        add("cost", "trainable parameters", [r["trainable_params"] for r in rs], "{:,.0f}")
-        add("cost", "parameters", [r["params"] for r in rs], "{:,.0f}")
-        add("cost", "training episodes", [r["episodes"] for r in rs], "{:,.0f}")
-        add("cost", "training wall time", [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
-        add("cost", "run CPU time (incl. evaluation)", [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
-    return rows
-
-
-def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
-    from experiments import plots
-
-    budget, runs, mode = results["budget"], results["runs"], results["mode"]
-    out = []
-    for x, label in (("steps", "PPO environment steps"), ("episodes", "PPO training episodes")):
-        series = {s: mean_curve([r["curve"] for r in runs if r["variant"] == s], x, "success_rate")
-                  for s in budget["strategies"]}
-        out.append(plots.curves(series, plot_dir / f"success_vs_{x}.png", label, "success rate (fresh episodes)",
-                                f"{budget['level']}: BC-pretrained PPO by strategy vs scratch ({mode} mode)",
-                                hlines=[(t, f"{t:.0%}") for t in budget["thresholds"]], ylim=(0, 1.02)))
-    return out
-
-
-def report(results: dict[str, Any], plot_paths: list[str]) -> str:
-    budget, summary, mode = results["budget"], results["summary"], results["mode"]
-    note = (f"**{mode.capitalize()}-mode budget**: level {budget['level']}; pretraining = behaviour cloning on "
-            f"{budget['pretrain_demos']:,} bot demonstrations for {budget['bc_steps']:,} steps of batch 256; then "
-            f"PPO for {budget['rl_steps']:,} environment steps per strategy, evaluated every "
-            f"{budget['eval_every']:,} steps on {budget['eval_episodes']} fresh episodes; action head "
-            f"{'loaded from' if budget['load_head'] else 'not loaded from'} the cloned policy; seeds "
-            f"{', '.join(map(str, results['seeds']))}.")
-    if mode == "quick":
-        full = FinetuneBudget().resolve(True)
-        note += (f" Quick-mode budgets show the trend only; `--full` runs {full.level} with {full.pretrain_demos:,} "
-                 f"demos and {full.rl_steps:,} PPO steps.")
-    return "\n".join([
-        "## Experiment 4: fine-tuning strategies across paradigms (BabyAI)",
-        "",
-        "A policy pretrained with labels (behaviour cloning) is fine-tuned with rewards (PPO); each strategy "
-        "decides which pretrained weights move and how fast. `scratch` is PPO without pretraining.",
-        "",
-        note,
-        "",
-        "### Pretraining (supervised, labels)",
-        markdown_table(rows_of(summary, "pretrain")),
-        "",
-        "### Fine-tuning (RL, rewards)",
-        markdown_table(rows_of(summary, "outcome")),
-        "",
-        "### Cost",
-        markdown_table(rows_of(summary, "cost")),
-        "",
-        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
-    ])
+# The analysis (summary rows, plots, report, TensorBoard layout) lives in experiments.analysis.finetune.
+from experiments.analysis.finetune import plot, report, summarize, tensorboard_layout  # noqa: E402,F401

@@ -18,10 +18,8 @@ ranges sit in their own column and on the plot.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from experiments.common import find_row, first_crossing, markdown_table, mean_curve, rows_of, summary_row
 from experiments.runner import Job
 
 LEVELS = ("BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0")
@@ -162,12 +160,15 @@ def bc_variant(n: int) -> str:
 
 
 def jobs(budget: ImitationBudget, seeds: list[int], exp: str = "imitation") -> list[Job]:
+    from experiments.baselines import untrained_bc_job
     from experiments.bc import train_bc
 
     demos = demos_job(exp, budget)
     out = [demos]
     for seed in seeds:
         out.append(rl_job(exp, budget, seed, budget.rl_readout))
+        # the BC policy as initialised: the untrained point (0 demos) every BC variant is compared with
+        out.append(untrained_bc_job(exp, bc_config(budget, max(budget.demo_counts), seed), seed, demos.id))
         for n in budget.demo_counts:
             out.append(Job(f"{exp}/{bc_variant(n)}/seed{seed}", train_bc,
                            dict(variant=bc_variant(n), seed=seed, config=bc_config(budget, n, seed),
@@ -176,143 +177,5 @@ def jobs(budget: ImitationBudget, seeds: list[int], exp: str = "imitation") -> l
     return out
 
 
-# ------------------------------------------------------------------------------------------------ analysis
-def _bc_curve(runs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """One seed's BC success against its number of demonstrations (one BC run per point)."""
-    points = [r for r in runs if r["paradigm"] == "imitation" and r["seed"] == seed]
-    return [{"demos": r["demos"], "success_rate": r["success_rate"], "samples": r["samples"],
-             "wall_time_s": r["train_wall_time_s"]} for r in sorted(points, key=lambda r: r["demos"])]
-
-
-def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
-    level = budget["level"]
-    paper = PAPER[level]
-    runs = [r for r in runs if r.get("paradigm") in ("imitation", "rl")]
-    seeds = sorted({r["seed"] for r in runs})
-    rows: list[dict[str, Any]] = []
-    bc_variants = [bc_variant(n) for n in budget["demo_counts"]]
-
-    def per(variant: str) -> list[dict[str, Any]]:
-        return sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
-
-    def add(section, quantity, variant, values, fmt="{:.3f}", unit="", reference=None):
-        rows.append(summary_row(section, quantity, variant, values, fmt, unit, reference))
-
-    for v in [*bc_variants, "ppo"]:
-        rs = per(v)
-        if not rs:
-            continue
-        add("goal", "final success rate", v, [r["final_metric"] for r in rs])
-        add("signal", "demonstrations used", v, [r.get("demos", 0) for r in rs], "{:,.0f}")
-        add("signal", "distinct expert actions (labelled steps) in the training set", v,
-            [r.get("demo_steps", 0) for r in rs], "{:,.0f}")
-        add("signal", "expert actions (labels) consumed", v, [r["labels_seen"] for r in rs], "{:,.0f}")
-        add("signal", "environment episodes played", v, [r.get("episodes", 0) if r["paradigm"] == "rl" else 0
-                                                          for r in rs], "{:,.0f}")
-        add("signal", "reward signals consumed (environment steps)", v, [r["rewards_seen"] for r in rs], "{:,.0f}")
-        add("complexity", "parameters", v, [r["params"] for r in rs], "{:,.0f}")
-        add("complexity", "of which the shared fusion encoder", v, [r["encoder_params"] for r in rs], "{:,.0f}")
-        add("complexity", "FLOPs per forward pass, one observation", v, [r["flops"] for r in rs], "{:,.0f}")
-        add("complexity", "gradient updates", v, [r["updates"] for r in rs], "{:,.0f}")
-        add("complexity", "training wall time", v, [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
-        add("complexity", "run CPU time (incl. evaluation)", v, [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
-    ppo = per("ppo")
-    il_ref = f"BabyAI paper, {level}: {paper['il'][0]:,}-{paper['il'][1]:,} demos (IL)"
-    rl_ref = f"BabyAI paper, {level}: {paper['rl'][0]:,}-{paper['rl'][1]:,} episodes (RL)"
-    for t in budget["thresholds"]:
-        target = t == TARGET
-        if any(per(v) for v in bc_variants):
-            add("efficiency", f"minimum demonstrations to {t:.0%} success", "bc",
-                [first_crossing(_bc_curve(runs, s), "demos", "success_rate", t) for s in seeds], "{:,.0f}",
-                reference=il_ref if target else None)
-        if ppo:
-            add("efficiency", f"training episodes to {t:.0%} success", "ppo",
-                [first_crossing(r["curve"], "episodes", "success_rate", t) for r in ppo], "{:,.0f}",
-                reference=rl_ref if target else None)
-            add("efficiency", f"environment steps to {t:.0%} success", "ppo",
-                [first_crossing(r["curve"], "steps", "success_rate", t) for r in ppo], "{:,.0f}")
-    return rows
-
-
-def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
-    from experiments import plots
-
-    budget, runs = results["budget"], results["runs"]
-    level, mode = budget["level"], results["mode"]
-    paper = PAPER[level]
-    seeds = sorted({r["seed"] for r in runs if r.get("paradigm") == "imitation"})
-    series = {}
-    if seeds:
-        series["behaviour cloning: x = demonstrations"] = mean_curve([_bc_curve(runs, s) for s in seeds],
-                                                                     "demos", "success_rate")
-    ppo = [r["curve"] for r in runs if r["variant"] == "ppo"]
-    if ppo:
-        series["PPO: x = training episodes"] = mean_curve(ppo, "episodes", "success_rate")
-    spans = [(*paper["il"], "paper: IL demos to 99%"), (*paper["rl"], "paper: RL episodes to 99%")]
-    out = [plots.curves(series, plot_dir / "success_vs_demos_or_episodes.png", "demonstrations (BC) / episodes (PPO)",
-                        "success rate (fresh episodes)", f"{level}: imitation vs RL ({mode} mode, 95% CI)",
-                        hlines=[(TARGET, "99% (paper's target)")], spans=spans, logx=True, ylim=(0, 1.02))]
-    summary = results["summary"]
-    variants = [bc_variant(n) for n in budget["demo_counts"]] + ["ppo"]
-    variants = [v for v in variants if any(r["variant"] == v for r in runs)]
-    quantities = ["expert actions (labels) consumed", "reward signals consumed (environment steps)"]
-    out.append(plots.bars(["expert actions (labels)", "reward signals"],
-                          {v: [find_row(summary, q, v) for q in quantities] for v in variants},
-                          plot_dir / "labels_vs_rewards.png", "count over one run",
-                          f"{level}: what each run was told ({mode} mode)"))
-    return out
-
-
-def report(results: dict[str, Any], plot_paths: list[str]) -> str:
-    budget, summary, mode = results["budget"], results["summary"], results["mode"]
-    demos = next((r for r in results["runs"] if r.get("paradigm") == "expert"), None)
-    sampling = "argmax actions" if budget["greedy"] else "actions sampled from the policy"
-    readout = ("CLS + image-cell states -> MLP heads of 64 (the agents' BabyAI recipe)" if budget["rl_readout"] == "flat"
-               else "CLS state -> linear heads (the cloned policy's architecture)")
-    note = (f"**{mode.capitalize()}-mode budget**: level {budget['level']}; behaviour cloning (`babyai_bc`'s recipe) "
-            f"on the first {', '.join(f'{n:,}' for n in budget['demo_counts'])} bot demonstrations, batch 256, "
-            f"{budget['bc_epochs']:g} passes over the demonstrations but at least {budget['bc_steps']:,} optimizer "
-            f"steps; PPO for {budget['rl_steps']:,} environment steps, evaluated every {budget['eval_every']:,}, "
-            f"readout {readout}; success rates over {budget['eval_episodes']} fresh episodes with {sampling}; "
-            f"seeds {', '.join(map(str, results['seeds']))}.")
-    if mode == "quick":
-        full = ImitationBudget().resolve(True)
-        note += (f" Quick mode is orders of magnitude below the paper's budgets and cannot reach 99% success: it "
-                 f"shows the trend. `--full` runs {full.level} with up to {max(full.demo_counts):,} demos and "
-                 f"{full.rl_steps:,} PPO steps per seed.")
-    if demos:
-        note += (f" The bot's demonstrations: {demos['collected']:,} collected in {demos['collect_wall_time_s']:.1f} s"
-                 + (f", {demos['reused']:,} reused from `{demos['demos_dir']}`" if demos["reused"] else "") + ".")
-    labels = {bc_variant(n): f"BC, {n:,} demos" for n in budget["demo_counts"]} | {"ppo": "PPO (reward)"}
-    return "\n".join([
-        "## Experiment 2: imitation vs RL (BabyAI)",
-        "",
-        "Behaviour cloning copies the bot's action at every step of its demonstrations (cross-entropy on "
-        "labelled steps); PPO only sees the level's reward (1 - 0.9 x steps / max_steps on success, else 0). "
-        "Both read the observation (view, direction, mission, previous actions) with the same fusion-transformer "
-        "encoder.",
-        "",
-        note,
-        "",
-        "### 1. Definition and goal",
-        "Imitation fits the expert's labelled actions; RL maximises the return. Both are judged by the success "
-        "rate on fresh episodes:",
-        "",
-        markdown_table(rows_of(summary, "goal"), labels=labels),
-        "",
-        "### 2. How each learns: demonstrations vs episodes",
-        markdown_table(rows_of(summary, "signal"), labels=labels),
-        "",
-        "Samples to a success rate, next to the BabyAI paper's minimum for 99% (published, not measured here):",
-        "",
-        markdown_table(rows_of(summary, "efficiency"), labels={"bc": "behaviour cloning", "ppo": "PPO"}),
-        "",
-        "### 3. Where each applies",
-        "Imitation needs an expert that can act (here a scripted bot; in general people or a planner) and "
-        "copies it; RL needs only a reward and an environment it may try things in, and pays in episodes.",
-        "",
-        "### 4. Model complexity and iterations needed",
-        markdown_table(rows_of(summary, "complexity"), labels=labels),
-        "",
-        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
-    ])
+# The analysis (summary rows, plots, report, TensorBoard layout) lives in experiments.analysis.imitation.
+from experiments.analysis.imitation import plot, report, summarize, tensorboard_layout  # noqa: E402,F401

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from experiments.common import (
-    PLOTS_DIR, REPORT_MD, RESULTS_JSON, format_estimate, format_seconds, machine_info, now_iso, write_results,
+    PER_SEED_MAX, PLOTS_DIR, REPORT_MD, RESULTS_JSON, format_estimate, format_seconds, machine_info, not_improved,
+    now_iso, write_results,
 )
+from experiments.stats import INTERVAL_METHOD, IQM_MIN_VALUES
+from experiments.tb_layout import URL_FRAGMENT, write_layout
 from experiments.runner import run_jobs
 from lab.io import atomic_write_text
 
@@ -91,10 +94,22 @@ def run(planned: list[Planned], out: Path, workers: int, progress: bool, command
 
 
 def render(exp_dir: Path, module: Any) -> dict[str, Any]:
-    """Plots and ``report.md`` of one experiment, from its ``results.json`` alone (re-runnable any time)."""
+    """Summary, plots, ``report.md`` and the TensorBoard layout of one experiment from its ``results.json`` alone
+    (re-runnable any time).
+
+    The summary is recomputed from the runs (the raw data): a results file written by an older analysis is
+    upgraded in place (``results.json`` and ``summary.csv`` rewritten atomically), so its report and its
+    results file always agree.
+    """
     results = json.loads((exp_dir / RESULTS_JSON).read_text())
+    summary = module.summarize(results["runs"], results["budget"]) if results["runs"] else []
+    if json.dumps(summary) != json.dumps(results["summary"]):
+        results["summary"] = summary
+        write_results(exp_dir, results)
     plot_paths = [str(p.relative_to(exp_dir)) for p in module.plot(results, exp_dir / PLOTS_DIR)] if results["runs"] else []
     atomic_write_text(exp_dir / REPORT_MD, report_text(results, module, plot_paths))
+    if results["runs"]:
+        write_layout(exp_dir, module.tensorboard_layout(results))
     results["plots"] = [str(exp_dir / p) for p in plot_paths]
     results["report"] = str(exp_dir / REPORT_MD)
     return results
@@ -106,10 +121,14 @@ def report_text(results: dict[str, Any], module: Any, plot_paths: list[str]) -> 
         f"# {results['experiment']}: deep learning vs reinforcement learning ({results['mode']} mode)",
         "",
         f"Generated from `{RESULTS_JSON}` (same directory); every number below is a row of its `summary`. "
-        "Values are the mean over seeds with its 95% percentile-bootstrap confidence interval in brackets "
-        "(`experiments.stats`; the interquartile mean of every row is in `summary.csv`); `(k/n seeds)` means only "
-        "k seeds reached the value (e.g. a threshold), and the estimate is over those; `(all seeds)` marks a value "
-        "identical for every seed. Published numbers are in their own column and were not measured here.",
+        f"Values are the mean over seeds with its {INTERVAL_METHOD} in brackets (`experiments.stats`: "
+        "mean +- t(0.975, n-1) x sd / sqrt(n), clipped to the quantity's range, e.g. [0, 1] for a rate; with 2-3 "
+        "seeds it is wide because 2-3 seeds say little), then every seed's value in seed order (`-`: that seed "
+        f"had none) while there are fewer than {PER_SEED_MAX + 1} seeds; from {IQM_MIN_VALUES} seeds on also "
+        "the interquartile mean (IQM). `(k/n seeds)` means only k seeds reached the value (e.g. a threshold) "
+        "and the estimate is over those; `(all seeds)` marks a value identical for every seed. Step 0 is the "
+        "untrained model; a variant whose change from it is not above 0 beyond its interval is flagged. "
+        "Published numbers are in their own column and were not measured here.",
         "",
         f"- command: `{' '.join(results['command'])}`",
         f"- seeds: {', '.join(map(str, results['seeds']))}; started {results['started']}, finished "
@@ -129,21 +148,34 @@ def report_text(results: dict[str, Any], module: Any, plot_paths: list[str]) -> 
 
 
 def summary_table(all_results: list[dict[str, Any]], modules: dict[str, Any]) -> Any:
-    """A rich table of each experiment's headline quantities (printed at the end of a run); published
+    """A rich table of each experiment's headline quantities (printed at the end of a run): a final value sits
+    next to the variant's step-0 value (the untrained model, or the start of fine-tuning), and published
     references, when a row has one, in their own column."""
     from rich.table import Table
 
-    rows = [(results["experiment"], row) for results in all_results for row in results["summary"]
+    rows = [(results, row) for results in all_results for row in results["summary"]
             if row["quantity"] in modules[results["experiment"]].HEADLINE]
     with_reference = any(row.get("reference") for _, row in rows)
-    table = Table(title="Summary (mean [95% CI] over seeds)", show_lines=False)
-    for column in ("experiment", "quantity", "variant", "value") + (("published (not measured here)",) if with_reference else ()):
+    table = Table(title=f"Summary (mean [{INTERVAL_METHOD.split(' confidence')[0]}] over seeds)", show_lines=False)
+    columns = ("experiment", "quantity", "variant", "value", "at step 0")
+    for column in columns + (("published (not measured here)",) if with_reference else ()):
         table.add_column(column, overflow="fold")  # a narrow terminal wraps cells instead of cutting them
-    for experiment, row in rows:
+    for results, row in rows:
         unit = f" {row['unit']}" if row["unit"] else ""
-        cells = [experiment, row["quantity"], row["variant"], format_estimate(row) + unit]
+        start = _step0(results["summary"], row)
+        cells = [results["experiment"], row["quantity"], row["variant"], format_estimate(row) + unit,
+                 format_estimate(start) if start else ""]
         table.add_row(*cells, *([row.get("reference") or ""] if with_reference else []))
     return table
+
+
+def _step0(summary: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The step-0 row that goes with a final-value row (same variant, same metric), if any."""
+    if not row["quantity"].startswith("final "):
+        return None
+    metric = row["quantity"].removeprefix("final ")
+    return next((r for r in summary if r["variant"] == row["variant"] and r["quantity"].startswith(
+        ("untrained (step 0) ", "at step 0 ")) and r["quantity"].endswith(metric)), None)
 
 
 def print_closing(all_results: list[dict[str, Any]], modules: dict[str, Any], out: Path, wall: float, cpu: float) -> None:
@@ -152,6 +184,12 @@ def print_closing(all_results: list[dict[str, Any]], modules: dict[str, Any], ou
     console = Console(stderr=False)
     console.print(summary_table(all_results, modules))
     for results in all_results:
+        flagged = not_improved(results["summary"])
+        if flagged:
+            console.print(f"[yellow]{results['experiment']}: no improvement beyond the interval[/yellow] for "
+                          + ", ".join(f"{r['variant']} ({format_estimate(r)})" for r in flagged)
+                          + " - see the report's last section")
+    for results in all_results:
         console.print(f"[bold]{results['experiment']}[/bold] report: {results['report']}")
         for path in results["plots"]:
             console.print(f"  plot: {path}")
@@ -159,5 +197,6 @@ def print_closing(all_results: list[dict[str, Any]], modules: dict[str, Any], ou
         if results["errors"]:
             console.print(f"  [red]{len(results['errors'])} run(s) failed[/red]: {', '.join(results['errors'])}")
     console.print(f"wall time {wall:.1f} s, CPU time {cpu:.1f} s (all processes)")
-    console.print(f"tensorboard --logdir {out}")
+    console.print(f"TensorBoard: tensorboard --logdir {out}  then open http://localhost:6006/{URL_FRAGMENT} "
+                  "(each experiment's comparison charts)", soft_wrap=True)
     sys.stdout.flush()

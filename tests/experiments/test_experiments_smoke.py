@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.cli import main
-from experiments.common import format_estimate
+from experiments.common import format_cell, format_estimate, not_improved
 from lab import tags
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -58,30 +59,29 @@ def check_experiment(exp_dir: Path, variants: set[str], seeds: list[int]) -> dic
     for plot in plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # The report shows every summary row, exactly as formatted from results.json, and no other estimate.
+    # The report shows every table row exactly as formatted from results.json (test_report_numbers checks every
+    # number of it); every estimate is the Student-t estimate of its per-seed values.
     report = (exp_dir / "report.md").read_text()
-    formatted = {format_estimate(row): row for row in results["summary"]}
     cells = [cell for row in table_cells(report) for cell in row[1:]]
-    for text in formatted:
-        assert text in cells, text
-    for cell in cells:
-        if NUMBER.match(cell) and not cell.startswith("BabyAI"):
-            assert cell in formatted, cell
-            row = formatted[cell]
-            parsed = numbers(cell)
-            expected = [row["mean"]] + ([row["ci_low"], row["ci_high"]] if len(parsed) == 3 else [])
-            precision = 10 ** -len(cell.split("[")[0].split(".")[1].split()[0]) if "." in cell.split("[")[0] else 1
-            assert parsed == pytest.approx(expected, abs=precision / 2 + 1e-9), cell
-    for row in results["summary"]:  # every estimate is the bootstrap estimate of its per-seed values
+    for row in results["summary"]:
+        if row["section"] not in ("ratio", "reference"):
+            assert format_cell(row) in cells, format_cell(row)
+    for row in results["summary"]:
         values = [v for v in row["values"] if v is not None]
-        assert row["n"] == len(values) and row["n_total"] == len(seeds)
-        if values:
+        assert row["n"] == len(values)
+        if row["section"] in ("ratio", "reference"):
+            assert row["n_total"] == 1
+        elif row.get("point") != "iqm":  # aggregate rows hold every (task, seed) score
+            assert row["n_total"] == len(seeds)
+        if values and row.get("point") != "iqm":
             assert row["mean"] == pytest.approx(sum(values) / len(values))
             assert row["ci_low"] - 1e-9 <= row["mean"] <= row["ci_high"] + 1e-9
     assert (exp_dir / "plots").name in report
-    # Generated from the results file: re-rendering it gives the same report.
+    # Generated from the results file: re-rendering it gives the same report and leaves the results file alone.
+    stored = (exp_dir / "results.json").read_bytes()
     assert main(["report", str(exp_dir)]) == 0
     assert (exp_dir / "report.md").read_text() == report
+    assert (exp_dir / "results.json").read_bytes() == stored
     return results
 
 
@@ -119,9 +119,14 @@ def test_flagship_digits_numbers_trace_back_to_the_runs(flagship_run):
     report = (exp_dir / "report.md").read_text()
     for variant, column in (("supervised", "supervised (labels)"), ("ppo", "PPO (rewards)")):
         finals = [runs[(variant, s)]["curve"][-1]["accuracy"] for s in (1, 2)]
-        mean, low, high = numbers(cell(report, "final test accuracy", column))
-        assert mean == pytest.approx(sum(finals) / 2, abs=5e-4)
-        assert low == pytest.approx(min(finals), abs=5e-4) and high == pytest.approx(max(finals), abs=5e-4)
+        text = cell(report, "final test accuracy", column)
+        mean = sum(finals) / 2
+        half = scipy_stats.t.ppf(0.975, 1) * abs(finals[0] - finals[1]) / 2  # sd / sqrt(2) of two values
+        aggregate, per_seed = text.split("; seeds ") if "; seeds " in text else (text, None)
+        expected = [mean] if "all seeds" in text else [mean, max(mean - half, 0.0), min(mean + half, 1.0)]
+        assert numbers(aggregate) == pytest.approx(expected, abs=5e-4)
+        if per_seed is not None:  # each seed's own final accuracy, in seed order
+            assert numbers(per_seed) == pytest.approx(finals, abs=5e-4)
     # Gradient steps: 256 / 64 supervised; PPO 4 epochs of one 256-sample batch; A2C one per 16 answers.
     assert {v: runs[(v, 1)]["updates"] for v in ("supervised", "ppo", "a2c")} == {"supervised": 4, "ppo": 4, "a2c": 16}
     # Same conv body in both paradigms.
@@ -132,11 +137,11 @@ def test_flagship_digits_numbers_trace_back_to_the_runs(flagship_run):
 
 def test_flagship_imitation_reports_demos_episodes_and_the_paper_separately(flagship_run):
     exp_dir = flagship_run / "imitation"
-    results = check_experiment(exp_dir, {"bc-8demos", "bc-16demos", "ppo"}, [1, 2])
+    results = check_experiment(exp_dir, {"bc-untrained", "bc-8demos", "bc-16demos", "ppo"}, [1, 2])
     report = (exp_dir / "report.md").read_text()
     assert "published reference (not measured here)" in report
     assert "8,430-12,400 demos (IL)" in report and "15,900-17,400 episodes (RL)" in report
-    bc = [r for r in results["runs"] if r.get("paradigm") == "imitation"]
+    bc = [r for r in results["runs"] if r.get("paradigm") == "imitation" and r["variant"] != "bc-untrained"]
     assert {r["demos"] for r in bc} == {8, 16}
     assert all(0.0 <= r["success_rate"] <= 1.0 and r["labels_seen"] > 0 and r["rewards_seen"] == 0 for r in bc)
     ppo = [r for r in results["runs"] if r["variant"] == "ppo"]
@@ -161,7 +166,7 @@ def test_finetune_experiment_starts_from_the_cloned_policy(tmp_path):
     args = ["--budget.pretrain-demos", "8", "--budget.bc-steps", "4", "--budget.rl-steps", "256",
             "--budget.eval-every", "128", "--budget.eval-episodes", "4", "--budget.strategies", "frozen", "scratch"]
     assert main(["finetune", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out), *args]) == 0
-    results = check_experiment(out / "finetune", {"bc-pretrain", "frozen", "scratch"}, [1])
+    results = check_experiment(out / "finetune", {"bc-untrained", "bc-pretrain", "frozen", "scratch"}, [1])
     runs = {r["variant"]: r for r in results["runs"]}
     # Frozen: only the heads train; the curve starts at the cloned policy's success on the same episodes.
     assert runs["frozen"]["trainable_params"] < runs["scratch"]["trainable_params"] == runs["scratch"]["params"]
@@ -181,5 +186,9 @@ def test_closing_summary_shows_the_headline_rows_and_the_published_column(flagsh
         for row in results["summary"]:
             if row["quantity"] in MODULES[results["experiment"]].HEADLINE:
                 assert format_estimate(row) in printed
+            if row["quantity"].startswith("untrained (step 0) ") and row["n"]:  # next to each final value
+                assert format_estimate(row) in printed
+        for row in not_improved(results["summary"]):  # the variants that did not learn are named
+            assert f"{row['variant']} ({format_estimate(row)})" in printed
     assert str(flagship_run / "digits" / "report.md") in printed
-    assert printed.rstrip().endswith(f"tensorboard --logdir {flagship_run}")
+    assert f"tensorboard --logdir {flagship_run}" in printed and "#custom_scalars" in printed

@@ -90,3 +90,34 @@ def test_tensorboard_serves_supervised_and_rl_curves_under_the_same_tag(tensorbo
     assert [p[2] for p in points] == pytest.approx([c["success_rate"] for c in ppo["curve"]], abs=1e-6)
     bc = next(r for r in imitation["runs"] if r["variant"] == "bc-8demos" and r["seed"] == 2)
     assert scalars(url, "imitation/bc-8demos/seed2", tags.SUCCESS_RATE)[-1][2] == pytest.approx(bc["success_rate"])
+
+
+def test_custom_scalars_layout_serves_each_experiments_comparison_charts(tensorboard):
+    """Each experiment's layout (written by its render) is served by the custom-scalars plugin, one category
+    per experiment, and every chart's tags come from that experiment's runs only (no unrelated task mixed in)."""
+    url, logdir = tensorboard
+    wait_for_runs(url, {"digits", "imitation", "digits/ppo/seed1", "imitation/ppo/seed1"})  # layouts: run = experiment
+    listing = get(f"{url}/data/plugins_listing")
+    assert listing["custom_scalars"]["enabled"]
+    layout = {}
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while len(layout.get("category", [])) < 2 and time.monotonic() < deadline:
+        layout = get(f"{url}/data/plugin/custom_scalars/layout")
+        time.sleep(0.5)
+    categories = {c["title"].split(":")[0]: c for c in layout["category"]}
+    assert set(categories) == {"digits", "imitation"}
+    tag_index = get(f"{url}/data/plugin/scalars/tags")
+    for experiment, category in categories.items():
+        assert category["chart"], experiment
+        for chart in category["chart"]:
+            regexes = chart["multiline"]["tag"]
+            matching = {run for run, run_tags in tag_index.items()
+                        if any(re.search(rx, tag) for rx in regexes for tag in run_tags)}
+            assert matching and {run.split("/")[0] for run in matching} == {experiment}, (chart["title"], matching)
+    digits_charts = [c["multiline"]["tag"] for c in categories["digits"]["chart"]]
+    assert [f"^{tags.ACCURACY}$"] in digits_charts  # the labels-vs-rewards test-accuracy comparison
+    imitation_charts = [c["multiline"]["tag"] for c in categories["imitation"]["chart"]]
+    assert [f"^{tags.SUCCESS_RATE}$"] in imitation_charts
+    # the untrained BC policy is on the success-rate chart at step 0
+    points = scalars(url, "imitation/bc-untrained/seed1", tags.SUCCESS_RATE)
+    assert [p[1] for p in points] == [0]

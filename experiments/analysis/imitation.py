@@ -1,0 +1,293 @@
+"""Experiment 2's analysis (:mod:`experiments.imitation`): summary rows, plots, report and TensorBoard layout.
+
+Behaviour cloning is one run per (demonstration count, seed), scored once after training; its untrained
+point is the BC policy as initialised (``experiments.baselines``, variant ``bc-untrained``, x = 0 demos).
+PPO is one run per seed with a success curve from step 0.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from experiments.analysis import change_rows, find, join, learning_sentence, ratio_row, value
+from experiments.baselines import UNTRAINED_BC
+from experiments.common import (
+    COUNT, RATE, UNTRAINED, first_crossing, learning_rows, markdown_table, not_improved, rows_of, summary_row,
+)
+
+METRIC = "success rate"
+
+
+def _paper(level: str) -> dict[str, tuple[int, int]]:
+    from experiments.imitation import PAPER  # the experiment module imports this one: a lazy import
+
+    return PAPER[level]
+
+
+def bc_variants(budget: dict[str, Any]) -> list[str]:
+    return [f"bc-{n}demos" for n in budget["demo_counts"]]
+
+
+def bc_curve(runs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """One seed's BC success against its number of demonstrations (one run per point; 0 = untrained)."""
+    points = [r for r in runs if r["paradigm"] == "imitation" and r["seed"] == seed]
+    return [{"demos": r["demos"], "success_rate": r["success_rate"], "samples": r["samples"],
+             "wall_time_s": r["train_wall_time_s"]} for r in sorted(points, key=lambda r: r["demos"])]
+
+
+def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
+    level = budget["level"]
+    paper = _paper(level)
+    runs = [r for r in runs if r.get("paradigm") in ("imitation", "rl")]
+    seeds = sorted({r["seed"] for r in runs})
+    rows: list[dict[str, Any]] = []
+    untrained_bc = {r["seed"]: r["success_rate"] for r in runs if r["variant"] == UNTRAINED_BC}
+
+    def per(variant: str) -> list[dict[str, Any]]:
+        return sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
+
+    def add(section, quantity, variant, values, fmt="{:.3f}", unit="", reference=None, bounds=COUNT):
+        rows.append(summary_row(section, quantity, variant, values, fmt, unit, reference, bounds=bounds))
+
+    for v in [*bc_variants(budget), "ppo"]:
+        rs = per(v)
+        if not rs:
+            continue
+        final = [r["final_metric"] for r in rs]
+        add("goal", f"final {METRIC}", v, final, bounds=RATE)
+        start = ([untrained_bc.get(r["seed"]) for r in rs] if v != "ppo"
+                 else [r["curve"][0]["success_rate"] if r["curve"][0]["steps"] == 0 else None for r in rs])
+        rows += learning_rows("goal", METRIC, v, start, final)
+        if v == "ppo":
+            add("goal", f"change of {METRIC} over the last evaluation interval", v,
+                [r["curve"][-1]["success_rate"] - r["curve"][-2]["success_rate"] if len(r["curve"]) > 1 else None
+                 for r in rs], "{:+.3f}", bounds=(None, None))
+        add("signal", "demonstrations used", v, [r.get("demos", 0) for r in rs], "{:,.0f}")
+        add("signal", "distinct expert actions (labelled steps) in the training set", v,
+            [r.get("demo_steps", 0) for r in rs], "{:,.0f}")
+        add("signal", "expert actions (labels) consumed, with repeats", v, [r["labels_seen"] for r in rs], "{:,.0f}")
+        add("signal", "environment episodes played", v, [r.get("episodes", 0) if r["paradigm"] == "rl" else 0
+                                                          for r in rs], "{:,.0f}")
+        add("signal", "reward signals consumed (environment steps)", v, [r["rewards_seen"] for r in rs], "{:,.0f}")
+        add("complexity", "parameters", v, [r["params"] for r in rs], "{:,.0f}")
+        add("complexity", "of which the shared fusion encoder", v, [r["encoder_params"] for r in rs], "{:,.0f}")
+        add("complexity", "FLOPs per forward pass, one observation", v, [r["flops"] for r in rs], "{:,.0f}")
+        add("complexity", "gradient updates", v, [r["updates"] for r in rs], "{:,.0f}")
+        add("complexity", "training wall time", v, [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
+        add("complexity", "run CPU time (incl. evaluation)", v, [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
+    ppo = per("ppo")
+    il_ref = f"BabyAI paper, {level}: {paper['il'][0]:,}-{paper['il'][1]:,} demos (IL)"
+    rl_ref = f"BabyAI paper, {level}: {paper['rl'][0]:,}-{paper['rl'][1]:,} episodes (RL)"
+    bc_seeds = [s for s in seeds if any(r["seed"] == s and r["variant"] in bc_variants(budget) for r in runs)]
+    from experiments.imitation import TARGET
+
+    for t in budget["thresholds"]:
+        target = t == TARGET
+        if bc_seeds:
+            add("efficiency", f"minimum demonstrations to {t:.0%} success", "bc",
+                [first_crossing(bc_curve(runs, s), "demos", "success_rate", t) for s in bc_seeds], "{:,.0f}",
+                reference=il_ref if target else None)
+        if ppo:
+            add("efficiency", f"training episodes to {t:.0%} success", "ppo",
+                [first_crossing(r["curve"], "episodes", "success_rate", t) for r in ppo], "{:,.0f}",
+                reference=rl_ref if target else None)
+            add("efficiency", f"environment steps to {t:.0%} success", "ppo",
+                [first_crossing(r["curve"], "steps", "success_rate", t) for r in ppo], "{:,.0f}")
+    # The published minimum for 99% (lower end), as rows, and how far this budget is from it (the takeaway).
+    add("reference", "BabyAI paper: fewest demonstrations to 99% (IL, lower end of its range)", "bc",
+        [paper["il"][0]], "{:,.0f}", reference=il_ref)
+    add("reference", "BabyAI paper: fewest episodes to 99% (RL, lower end of its range)", "ppo",
+        [paper["rl"][0]], "{:,.0f}", reference=rl_ref)
+    most = bc_variants(budget)[-1]
+    rows += ratio_row("paper's fewest demonstrations / demonstrations used here", "bc",
+                      find(rows, "BabyAI paper: fewest demonstrations to 99% (IL, lower end of its range)", "bc"),
+                      find(rows, "demonstrations used", most), "{:,.0f}")
+    rows += ratio_row("paper's fewest episodes / episodes played here", "ppo",
+                      find(rows, "BabyAI paper: fewest episodes to 99% (RL, lower end of its range)", "ppo"),
+                      find(rows, "environment episodes played", "ppo"), "{:,.0f}")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------ plots
+def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
+    from experiments import plots
+    from experiments.imitation import TARGET
+
+    budget, runs, summary = results["budget"], results["runs"], results["summary"]
+    level, mode = budget["level"], results["mode"]
+    paper = _paper(level)
+    seeds = sorted({r["seed"] for r in runs if r.get("paradigm") == "imitation"})
+    hlines = [(t, f"{t:.0%}" + (" (paper's target)" if t == TARGET else "")) for t in budget["thresholds"]]
+    fig, (left, right) = plots.figure(2, height=5.6, width_per_panel=7.5)
+    bc = plots.Series("behaviour cloning", [plots.points(bc_curve(runs, s), "demos", "success_rate") for s in seeds],
+                      plots.style_for("imitation"))
+    plots.draw_curves(left, [bc], "demonstrations in the training set (0 = untrained policy; symlog axis)",
+                      "success rate (fresh episodes)", f"Imitation: BC success vs demonstrations ({mode} mode)",
+                      hlines=hlines, spans=[(*paper["il"], "BabyAI paper: demos for 99% (IL)", plots.IMITATION)],
+                      xscale="symlog", linthresh=min(budget["demo_counts"]), ylim=(0, 1.04))
+    ppo_runs = sorted((r for r in runs if r["variant"] == "ppo"), key=lambda r: r["seed"])
+    ppo = plots.Series("PPO", [plots.points(r["curve"], "episodes", "success_rate") for r in ppo_runs],
+                       plots.style_for("ppo"))
+    first = min((p["episodes"] for r in ppo_runs for p in r["curve"] if p["episodes"] > 0), default=10)
+    plots.draw_curves(right, [ppo], "training episodes played (0 = untrained policy; symlog axis)",
+                      "success rate (fresh episodes)", f"RL: PPO success vs episodes ({mode} mode)",
+                      hlines=hlines, spans=[(*paper["rl"], "BabyAI paper: episodes for 99% (RL)", plots.RL)],
+                      xscale="symlog", linthresh=first, ylim=(0, 1.04))
+    fig.suptitle(f"{level}: imitation (x = demonstrations) and RL (x = episodes) on separate axes; thin lines: "
+                 "seeds", fontsize=12)
+    fig.tight_layout()
+    out = [plots.save(fig, plot_dir / "success_vs_demos_or_episodes.png")]
+
+    bcs = [v for v in bc_variants(budget) if find(summary, "demonstrations used", v)]
+    label = {v: f"BC {n:,}" for v, n in zip(bc_variants(budget), budget["demo_counts"])}
+    im, rl = plots.style_for("imitation"), plots.style_for("ppo")
+    distinct = "distinct expert actions (labelled steps) in the training set"
+    repeated = "expert actions (labels) consumed, with repeats"
+    panels = [
+        plots.BarPanel("expert actions (labels): distinct vs with repeats", "expert actions",
+                       [b for v in bcs for b in ((f"{label[v]}\ndistinct", find(summary, distinct, v),
+                                                  plots.Style(im.color, "--")),
+                                                 (f"{label[v]}\nwith repeats", find(summary, repeated, v), im))]),
+        plots.BarPanel("demonstrations (BC)", "demonstrations",
+                       [(label[v], find(summary, "demonstrations used", v), im) for v in bcs]),
+        plots.BarPanel("episodes played (PPO)", "episodes", [("PPO", find(summary, "environment episodes played",
+                                                                           "ppo"), rl)]),
+        plots.BarPanel("reward signals (PPO, environment steps)", "reward signals",
+                       [("PPO", find(summary, "reward signals consumed (environment steps)", "ppo"), rl)]),
+    ]
+    out.append(plots.bar_panels(panels, plot_dir / "labels_vs_rewards.png",
+                                f"{level}: what each run was told ({mode} mode; dots: seeds; hatched: distinct)"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- report
+def takeaway(results: dict[str, Any]) -> str:
+    summary, budget = results["summary"], results["budget"]
+    sentences = []
+    most = next((v for v in reversed(bc_variants(budget)) if find(summary, f"final {METRIC}", v)), None)
+    if most:
+        final, start = find(summary, f"final {METRIC}", most), find(summary, f"{UNTRAINED} {METRIC}", most)
+        distinct = find(summary, "distinct expert actions (labelled steps) in the training set", most)
+        repeats = find(summary, "expert actions (labels) consumed, with repeats", most)
+        sentences.append(
+            f"Behaviour cloning on {value(find(summary, 'demonstrations used', most))} bot demonstrations "
+            f"({value(distinct)} distinct expert actions, {value(repeats)} with repeats) reached {value(final)} "
+            f"success on fresh episodes" + (f", from {value(start)} untrained." if start and start["n"] else "."))
+    ppo = find(summary, f"final {METRIC}", "ppo")
+    if ppo:
+        start = find(summary, f"{UNTRAINED} {METRIC}", "ppo")
+        change = change_rows(summary, METRIC).get("ppo")
+        episodes = find(summary, "environment episodes played", "ppo")
+        verdict = ("" if change is None or change.get("improved") else
+                   ": not above its untrained success beyond the interval, so at this budget RL has not learned")
+        sentences.append(f"PPO, from the reward alone, ended at {value(ppo)} after {budget['rl_steps']:,} "
+                         f"environment steps ({value(episodes)} episodes), from {value(start)} untrained{verdict}.")
+    il, rl = find(summary, "paper's fewest demonstrations / demonstrations used here", "bc"), \
+        find(summary, "paper's fewest episodes / episodes played here", "ppo")
+    if il or rl:
+        parts = ([f"{value(find(summary, 'BabyAI paper: fewest demonstrations to 99% (IL, lower end of its range)', 'bc'))}"
+                  f" demonstrations ({value(il, unit=False)}x this run's)"] if il else []) + \
+                ([f"{value(find(summary, 'BabyAI paper: fewest episodes to 99% (RL, lower end of its range)', 'ppo'))}"
+                  f" episodes ({value(rl, unit=False)}x this run's)"] if rl else [])
+        sentences.append(f"For scale, the BabyAI paper needs at least {join(parts)} for 99% on {budget['level']}.")
+    return " ".join(sentences)
+
+
+def limits(results: dict[str, Any]) -> list[str]:
+    summary, budget = results["summary"], results["budget"]
+    out = []
+    names = {v: f"BC on {n:,} demonstrations" for v, n in zip(bc_variants(budget), budget["demo_counts"])}
+    names["ppo"] = "PPO"
+    flagged = {r["variant"]: r for r in not_improved(summary)}
+    for v, change in flagged.items():
+        out.append(learning_sentence(names.get(v, v), find(summary, f"{UNTRAINED} {METRIC}", v),
+                                     find(summary, f"final {METRIC}", v), change))
+    missing = [names[v] for v in bc_variants(budget)
+               if (r := find(summary, f"{UNTRAINED} {METRIC}", v)) is not None and r["n"] < r["n_total"]]
+    if missing:
+        out.append(f"The untrained point of {join(missing)} was not recorded by this run (no `{UNTRAINED_BC}` job), "
+                   "so whether they learned is judged against nothing.")
+    for t in budget["thresholds"]:
+        bc, rl = find(summary, f"minimum demonstrations to {t:.0%} success", "bc"), \
+            find(summary, f"training episodes to {t:.0%} success", "ppo")
+        if not any(r and r["n"] for r in (bc, rl)):
+            out.append(f"Neither paradigm reached {t:.0%} success within this budget (at most "
+                       f"{max(budget['demo_counts']):,} demonstrations, {budget['rl_steps']:,} PPO steps): the "
+                       "published sample counts for 99% can only be compared in `--full` mode or the benchmarks.")
+            break
+    return out
+
+
+def report(results: dict[str, Any], plot_paths: list[str]) -> str:
+    from experiments.imitation import ImitationBudget
+
+    budget, summary, mode = results["budget"], results["summary"], results["mode"]
+    demos = next((r for r in results["runs"] if r.get("paradigm") == "expert"), None)
+    sampling = "argmax actions" if budget["greedy"] else "actions sampled from the policy"
+    readout = ("CLS + image-cell states -> MLP heads of 64 (the agents' BabyAI recipe)" if budget["rl_readout"] == "flat"
+               else "CLS state -> linear heads (the cloned policy's architecture)")
+    note = (f"**{mode.capitalize()}-mode budget**: level {budget['level']}; behaviour cloning (`babyai_bc`'s recipe) "
+            f"on the first {', '.join(f'{n:,}' for n in budget['demo_counts'])} bot demonstrations, batch 256, "
+            f"{budget['bc_epochs']:g} passes over the demonstrations but at least {budget['bc_steps']:,} optimizer "
+            f"steps; PPO for {budget['rl_steps']:,} environment steps, evaluated at step 0 and every "
+            f"{budget['eval_every']:,}, readout {readout}; success rates over {budget['eval_episodes']} fresh episodes "
+            f"with {sampling}; seeds {', '.join(map(str, results['seeds']))}.")
+    if mode == "quick":
+        full = ImitationBudget().resolve(True)
+        note += (f" Quick mode is orders of magnitude below the paper's budgets and cannot reach 99% success: it "
+                 f"shows the trend. `--full` runs {full.level} with up to {max(full.demo_counts):,} demos and "
+                 f"{full.rl_steps:,} PPO steps per seed.")
+    if demos:
+        note += (f" The bot's demonstrations: {demos['collected']:,} collected in {demos['collect_wall_time_s']:.1f} s"
+                 + (f", {demos['reused']:,} reused from `{demos['demos_dir']}`" if demos["reused"] else "") + ".")
+    labels = {v: f"BC, {n:,} demos" for v, n in zip(bc_variants(budget), budget["demo_counts"])} | {"ppo": "PPO (reward)"}
+    return "\n".join([
+        "## Experiment 2: imitation vs RL (BabyAI)",
+        "",
+        "**Takeaway.** " + takeaway(results),
+        "",
+        "Behaviour cloning copies the bot's action at every step of its demonstrations (cross-entropy on "
+        "labelled steps); PPO only sees the level's reward (1 - 0.9 x steps / max_steps on success, else 0). "
+        "Both read the observation (view, direction, mission, previous actions) with the same fusion-transformer "
+        "encoder.",
+        "",
+        note,
+        "",
+        "### 1. Definition and goal",
+        "Imitation fits the expert's labelled actions; RL maximises the return. Both are judged by the success "
+        "rate on fresh episodes; the untrained policy (step 0: the BC policy as initialised, PPO before its first "
+        "update) is the baseline each must beat:",
+        "",
+        markdown_table(rows_of(summary, "goal"), labels=labels),
+        "",
+        "### 2. How each learns: demonstrations vs episodes",
+        "Expert actions are counted as distinct labelled steps of the training set and with repeats (every pass "
+        "over the demonstrations counts again):",
+        "",
+        markdown_table(rows_of(summary, "signal"), labels=labels),
+        "",
+        "Samples to a success rate, next to the BabyAI paper's minimum for 99% (published, not measured here):",
+        "",
+        markdown_table(rows_of(summary, "efficiency"), labels={"bc": "behaviour cloning", "ppo": "PPO"}),
+        "",
+        "### 3. Where each applies",
+        "Imitation needs an expert that can act (here a scripted bot; in general people or a planner) and "
+        "copies it; RL needs only a reward and an environment it may try things in, and pays in episodes.",
+        "",
+        "### 4. Model complexity and iterations needed",
+        markdown_table(rows_of(summary, "complexity"), labels=labels),
+        "",
+        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
+        "",
+        "### What this budget could not show",
+        *[f"- {line}" for line in limits(results)],
+    ])
+
+
+def tensorboard_layout(results: dict[str, Any]) -> dict[str, Any]:
+    from lab import tags
+
+    return {f"{results['experiment']}: imitation vs RL on {results['budget']['level']}": [
+        ("success rate on fresh episodes (PPO: x = environment steps; BC: one point at x = labels consumed; "
+         "bc-untrained at 0)", [f"^{tags.SUCCESS_RATE}$"]),
+    ]}  # only BabyAI runs write this tag; episode counts and returns are shared with the digits bandit

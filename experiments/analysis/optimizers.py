@@ -1,0 +1,199 @@
+"""Experiment 3's analysis (:mod:`experiments.optimizers`): summary rows, plots, report and TensorBoard layout.
+
+Each optimizer is run in two paradigms (two tasks: supervised digits, PPO on the digits bandit); besides the
+per-paradigm rows, an optimizer's final accuracy over both tasks is aggregated rliable-style (IQM with a
+stratified-bootstrap interval), which ranks the optimizers without letting one paradigm dominate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from experiments.analysis import find, join, learning_sentence, value
+from experiments.analysis.digits import COLUMN_LABELS, VARIANT_LABELS
+from experiments.common import (
+    COUNT, RATE, UNTRAINED, aggregate_row, first_crossing, learning_rows, markdown_table, not_improved, rows_of,
+    summary_row,
+)
+from lab.optim import get_optimizer_info
+
+PARADIGMS = ("supervised", "ppo")
+METRIC = "test accuracy"
+BOTH = "final test accuracy, both paradigms"
+
+
+def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    t = budget["threshold"]
+    quantities = [
+        ("final", f"final {METRIC}", lambda r: r["curve"][-1]["accuracy"], "{:.3f}", "", RATE),
+        ("final", f"best {METRIC} during training", lambda r: max(p["accuracy"] for p in r["curve"]), "{:.3f}", "",
+         RATE),
+        ("threshold", f"samples to {t:.0%} {METRIC}",
+         lambda r: first_crossing(r["curve"], "samples", "accuracy", t), "{:,.0f}", "", COUNT),
+        ("threshold", f"wall time to {t:.0%} {METRIC}",
+         lambda r: first_crossing(r["curve"], "wall_time_s", "accuracy", t), "{:.1f}", "s", COUNT),
+        ("cost", "training wall time", lambda r: r["train_wall_time_s"], "{:.1f}", "s", COUNT),
+        ("cost", "run CPU time (incl. evaluation)", lambda r: r["job_cpu_time_s"], "{:.1f}", "s", COUNT),
+    ]
+
+    def runs_of(variant: str) -> list[dict[str, Any]]:
+        return sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
+
+    for section, quantity, get, fmt, unit, bounds in quantities:
+        for paradigm in PARADIGMS:
+            for name in budget["optimizers"]:
+                rs = runs_of(f"{paradigm}-{name}")
+                if rs:
+                    rows.append(summary_row(section, quantity, f"{paradigm}-{name}", [get(r) for r in rs], fmt, unit,
+                                            note=f"lr {get_optimizer_info(name).default_lr:g}", bounds=bounds))
+        if quantity == f"final {METRIC}":  # the untrained point and the change from it, right after
+            for paradigm in PARADIGMS:
+                for name in budget["optimizers"]:
+                    rs = runs_of(f"{paradigm}-{name}")
+                    if rs:
+                        for row in learning_rows("final", METRIC, f"{paradigm}-{name}",
+                                                 [r["curve"][0]["accuracy"] if r["curve"][0]["samples"] == 0 else None
+                                                  for r in rs], [r["curve"][-1]["accuracy"] for r in rs]):
+                            row["note"] = f"lr {get_optimizer_info(name).default_lr:g}"
+                            rows.append(row)
+    for name in budget["optimizers"]:
+        scores = {p: [r["curve"][-1]["accuracy"] for r in runs_of(f"{p}-{name}")] for p in PARADIGMS}
+        if any(scores.values()):
+            rows.append(aggregate_row("aggregate", BOTH, f"both-{name}", scores,
+                                      note=f"lr {get_optimizer_info(name).default_lr:g}"))
+    return rows
+
+
+def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
+    from experiments import plots
+
+    budget, summary, runs = results["budget"], results["summary"], results["runs"]
+    names = list(budget["optimizers"])
+    t = budget["threshold"]
+    mode = results["mode"]
+
+    def series(quantity: str) -> dict[str, tuple[list, Any]]:
+        return {VARIANT_LABELS[p]: ([find(summary, quantity, f"{p}-{n}") for n in names], plots.style_for(p))
+                for p in PARADIGMS}
+
+    paths = [
+        plots.grouped_bars(names, series(f"final {METRIC}"), plot_dir / "final_accuracy.png", "final test accuracy",
+                           f"Optimizers: final test accuracy, labels vs rewards ({mode} mode; dots: seeds; "
+                           "whiskers: 95% Student-t)"),
+        plots.grouped_bars(names, series(f"samples to {t:.0%} {METRIC}"), plot_dir / "samples_to_threshold.png",
+                           "training samples", f"Optimizers: samples to {t:.0%} test accuracy ({mode} mode; "
+                           "n/a = no seed reached it)"),
+    ]
+    for paradigm in PARADIGMS:
+        series_list = [plots.Series(n, [plots.points(r["curve"], "samples", "accuracy") for r in
+                                        sorted(runs, key=lambda r: r.get("seed", 0)) if r["variant"] == f"{paradigm}-{n}"],
+                                    plots.optimizer_style(n, names)) for n in names]
+        paths.append(plots.curves(series_list, plot_dir / f"curves_{paradigm}.png",
+                                  "training samples (x = 0: the untrained net)", "test accuracy (359 images)",
+                                  f"{VARIANT_LABELS[paradigm]}: test accuracy per optimizer ({mode} mode)",
+                                  hlines=[(t, f"{t:.0%}")], ylim=(0, 1.04)))
+    return paths
+
+
+def takeaway(results: dict[str, Any]) -> str:
+    summary, budget = results["summary"], results["budget"]
+    t = budget["threshold"]
+    both = sorted((r for r in summary if r["quantity"] == BOTH and r["n"]), key=lambda r: -r["iqm"])
+    sentences = []
+    if both:
+        def name(r: dict[str, Any]) -> str:
+            return f"{r['variant'].removeprefix('both-')} (IQM {r['fmt'].format(r['iqm'])})"
+
+        sentences.append(f"Over both paradigms the best final test accuracy after {budget['samples']:,} samples is "
+                         f"{name(both[0])}" + (f", the worst {name(both[-1])}" if len(both) > 1 else "") + ".")
+    for paradigm in PARADIGMS:
+        finals = [r for r in summary if r["quantity"] == f"final {METRIC}" and r["variant"].startswith(paradigm + "-")]
+        if not finals:
+            continue
+        best = max(finals, key=lambda r: r["mean"])
+        reached = [r["variant"].split("-", 1)[1] for r in summary
+                   if r["quantity"] == f"samples to {t:.0%} {METRIC}" and r["variant"].startswith(paradigm + "-")
+                   and r["n"] == r["n_total"]]
+        sentences.append(f"With {'labels' if paradigm == 'supervised' else 'rewards (PPO)'}: best "
+                         f"{best['variant'].split('-', 1)[1]} at {value(best)}; "
+                         + (f"every seed reached {t:.0%} with {join(reached)}." if reached else
+                            f"no optimizer brought every seed to {t:.0%}."))
+    return " ".join(sentences)
+
+
+def limits(results: dict[str, Any]) -> list[str]:
+    summary, budget = results["summary"], results["budget"]
+    out = []
+    for change in not_improved(summary):
+        v = change["variant"]
+        out.append(learning_sentence(f"{v.split('-', 1)[1]} ({COLUMN_LABELS[v.split('-', 1)[0]]})",
+                                     find(summary, f"{UNTRAINED} {METRIC}", v), find(summary, f"final {METRIC}", v),
+                                     change))
+    out.append("Every optimizer runs at its registry learning rate in both paradigms: this compares the defaults, "
+               "not tuned optimizers (a fair ranking gives each the same tuning budget).")
+    return out
+
+
+def report(results: dict[str, Any], plot_paths: list[str]) -> str:
+    from experiments.optimizers import WEIGHT_DECAY, OptimizersBudget
+
+    budget, summary = results["budget"], results["summary"]
+    lrs = ", ".join(f"{n} {get_optimizer_info(n).default_lr:g}" for n in budget["optimizers"])
+    mode = results["mode"]
+    note = (f"**{mode.capitalize()}-mode budget**: {budget['samples']:,} samples per run, test accuracy at step 0 and "
+            f"every {budget['eval_every']:,} samples, seeds {', '.join(map(str, results['seeds']))}.")
+    if mode == "quick":
+        full = OptimizersBudget().resolve(True)
+        note += f" The full mode trains {full.samples:,} samples with 5 seeds; quick numbers show the trend only."
+    aggregate = rows_of(summary, "aggregate")
+    return "\n".join([
+        "## Experiment 3: the optimizers in both paradigms (digits, labels vs rewards)",
+        "",
+        "**Takeaway.** " + takeaway(results),
+        "",
+        "The same separable-conv net as experiment 1, trained with labels (supervised) and as a PPO policy on the "
+        f"digits bandit (reward only), once per optimizer, each at its registry learning rate ({lrs}) and weight "
+        f"decay {WEIGHT_DECAY:g} in both paradigms.",
+        "",
+        note,
+        "",
+        *_tables(summary, "final"),
+        "### Both paradigms together",
+        "Final test accuracy of every run of an optimizer, both paradigms: the interquartile mean (IQM) with a "
+        "stratified-bootstrap 95% interval (seeds resampled within each paradigm, as rliable aggregates tasks):",
+        "",
+        markdown_table(aggregate, corner="optimizer (lr)", row_of=lambda r: f"{r['variant'][5:]} ({r['note'][3:]})",
+                       column_of=lambda r: "both paradigms") if aggregate else "",
+        "",
+        f"### Samples and wall time to {budget['threshold']:.0%} test accuracy",
+        *_tables(summary, "threshold"),
+        "### Cost",
+        *_tables(summary, "cost"),
+        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
+        "",
+        "### What this budget could not show",
+        *[f"- {line}" for line in limits(results)],
+    ])
+
+
+def _tables(summary: list[dict[str, Any]], section: str) -> list[str]:
+    """One table per quantity: a line per optimizer, a column per paradigm."""
+    out = []
+    rows = rows_of(summary, section)
+    for quantity in dict.fromkeys(r["quantity"] for r in rows):
+        chosen = [r for r in rows if r["quantity"] == quantity]
+        unit = f" ({chosen[0]['unit']})" if chosen[0]["unit"] else ""
+        out += [f"**{quantity}{unit}**", "",
+                markdown_table(chosen, columns=PARADIGMS, labels=COLUMN_LABELS, corner="optimizer (lr)",
+                               row_of=lambda r: f"{r['variant'].split('-', 1)[1]} ({r['note'][3:]})",
+                               column_of=lambda r: r["variant"].split("-", 1)[0]), ""]
+    return out
+
+
+def tensorboard_layout(results: dict[str, Any]) -> dict[str, Any]:
+    from lab import tags
+
+    return {f"{results['experiment']}: optimizers on digits, labels vs rewards": [
+        ("test accuracy vs samples (every optimizer, both paradigms)", [f"^{tags.ACCURACY}$"]),
+    ]}

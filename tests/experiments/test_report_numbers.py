@@ -1,0 +1,205 @@
+"""Every number a report prints comes from its results.json: table cells are their row's fields, and the
+takeaway and the closing 'could not show' section quote rows, the budget or the published references only.
+Every variant has its untrained (step 0) point, and a variant that did not improve is flagged (the flagship
+fixture's budget is deliberately tiny: PPO on BabyAI does not move in 256 steps)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments.cli import MODULES, main
+from experiments.common import CHANGE, format_cell, format_seconds, not_improved
+
+NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+TAKEAWAY = "**Takeaway.** "
+LIMITS = "### What this budget could not show"
+
+
+def tokens(text: str) -> list[str]:
+    return NUMBER.findall(text)
+
+
+def row_texts(row: dict[str, Any]) -> list[str]:
+    """Every number of a summary row as the report can print it (its own format)."""
+    fmt = row["fmt"]
+    out = [str(row["n"]), str(row["n_total"])]
+    for key in ("mean", "ci_low", "ci_high", "iqm"):
+        if row[key] == row[key]:  # not NaN
+            out.append(fmt.format(row[key]))
+    out += [fmt.format(v) for v in row["values"] if v is not None]
+    out += [row["reference"] or ""]
+    return out
+
+
+def leaf_texts(value: Any) -> list[str]:
+    """Numbers of a budget / machine / timing structure, in the formats the reports use."""
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in leaf_texts(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in leaf_texts(v)]
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, (int, float)):
+        texts = [f"{value:,}", f"{value:g}", f"{value:.0%}", f"{value:.2f}", f"{value:,.0f}", format_seconds(value)]
+        return texts + [f"{value:.1f}"]
+    return [str(value)]
+
+
+def allowed(results: dict[str, Any]) -> set[str]:
+    """The numbers (as printed) that results.json holds, plus the code's references the reports cite (the
+    full-mode budget of the experiment and the BabyAI paper's table)."""
+    from experiments import digits, finetune, imitation, optimizers
+
+    full = {"digits": digits.DigitsBudget, "imitation": imitation.ImitationBudget,
+            "optimizers": optimizers.OptimizersBudget, "finetune": finetune.FinetuneBudget}[results["experiment"]]
+    texts = [t for row in results["summary"] for t in row_texts(row)]
+    texts += leaf_texts([results["budget"], results["seeds"], results["machine"]["load_average"],
+                         json.loads(json.dumps(dataclasses.asdict(full().resolve(True)))), imitation.PAPER])
+    return {tok for text in texts for tok in tokens(text)}
+
+
+def sections(report: str) -> tuple[str, str]:
+    takeaway = next(line for line in report.splitlines() if line.startswith(TAKEAWAY))
+    limits = report[report.index(LIMITS) + len(LIMITS):]
+    return takeaway, limits
+
+
+def table_rows(report: str) -> list[tuple[str, list[str], list[str]]]:
+    """(first cell, header, cells) for every body row of every markdown table."""
+    out, header = [], None
+    for line in report.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not line.startswith("|---"):
+            out.append((cells[0], header, cells))
+    return out
+
+
+def experiments(out: Path) -> list[dict[str, Any]]:
+    return [json.loads((out / name / "results.json").read_text()) for name in ("digits", "imitation")]
+
+
+@pytest.fixture(scope="module")
+def all_results(flagship_run, tmp_path_factory) -> list[dict[str, Any]]:
+    """The flagship's two experiments plus experiment 4 (finetune) at a tiny budget, one seed."""
+    out = tmp_path_factory.mktemp("finetune") / "runs"
+    args = ["--budget.pretrain-demos", "8", "--budget.bc-steps", "4", "--budget.rl-steps", "256",
+            "--budget.eval-every", "128", "--budget.eval-episodes", "4", "--budget.strategies", "frozen", "scratch"]
+    assert main(["finetune", "--seeds", "2", "--workers", "2", "--no-progress", "--out", str(out), *args]) == 0
+    found = experiments(flagship_run) + [json.loads((out / "finetune" / "results.json").read_text())]
+    for r in found:
+        r["_dir"] = str(flagship_run / r["experiment"]) if r["experiment"] != "finetune" else str(out / "finetune")
+    return found
+
+
+def report_of(results: dict[str, Any]) -> str:
+    return (Path(results["_dir"]) / "report.md").read_text()
+
+
+def test_takeaway_and_limits_quote_only_numbers_of_the_results_file(all_results):
+    for results in all_results:
+        report = report_of(results)
+        takeaway, limits = sections(report)
+        assert len(takeaway) > len(TAKEAWAY) + 40 and limits.strip()
+        known = allowed(results)
+        for text in (takeaway, limits):
+            unknown = [t for t in tokens(text) if t not in known]
+            assert not unknown, f"{results['experiment']}: {unknown} not in results.json: {text}"
+
+
+def test_ratios_quoted_by_the_takeaway_are_ratios_of_the_rows(all_results):
+    seen = 0
+    for results in all_results:
+        summary = results["summary"]
+        for row in summary:
+            if row["section"] != "ratio":
+                continue
+            (q1, v1), (q2, v2) = row["ratio_of"]
+            num = next(r for r in summary if r["quantity"] == q1 and r["variant"] == v1)
+            den = next(r for r in summary if r["quantity"] == q2 and r["variant"] == v2)
+            assert row["mean"] == pytest.approx(num["mean"] / den["mean"])
+            seen += 1
+    assert seen  # the imitation report relates its budget to the paper's
+
+
+def test_every_table_cell_is_its_rows_format_and_every_number_in_it_a_field_of_the_row(all_results):
+    for results in all_results:
+        cells = {format_cell(row): row for row in results["summary"]}
+        for first, header, row_cells in table_rows(report_of(results)):
+            for text in row_cells[1:]:
+                if not text or not NUMBER.search(text) or text.startswith("BabyAI paper"):
+                    continue
+                assert text in cells, (results["experiment"], first, text)
+                measured = re.sub(r"\*\*.*\*\*", "", text)  # the verdict's wording ('not above 0') aside
+                assert set(tokens(measured)) <= set(t for s in row_texts(cells[text]) for t in tokens(s)), text
+
+
+def test_every_variant_has_its_untrained_point_for_every_seed(all_results):
+    for results in all_results:
+        summary = results["summary"]
+        finals = {r["variant"] for r in summary if r["quantity"].startswith("final ") or
+                  r["quantity"] == "success rate of the cloned policy"}
+        starts = {r["variant"]: r for r in summary if r["quantity"].startswith(("untrained (step 0) ", "at step 0 "))}
+        assert finals and finals <= set(starts), (results["experiment"], finals - set(starts))
+        for variant, row in starts.items():
+            assert row["n"] == row["n_total"], (results["experiment"], variant, row["values"])
+            assert f"| {row['quantity']} |" in report_of(results)
+    imitation = next(r for r in all_results if r["experiment"] == "imitation")
+    bc0 = {r["seed"]: r["success_rate"] for r in imitation["runs"] if r["variant"] == "bc-untrained"}
+    row = next(r for r in imitation["summary"] if r["quantity"] == "untrained (step 0) success rate"
+               and r["variant"] == "bc-8demos")
+    assert row["values"] == [bc0[1], bc0[2]]  # the BC policy as initialised, per seed
+
+
+def test_a_variant_that_did_not_improve_is_flagged_in_its_row_and_in_words(all_results):
+    imitation = next(r for r in all_results if r["experiment"] == "imitation")
+    ppo = next(r for r in imitation["summary"] if r["variant"] == "ppo" and r["quantity"].startswith(CHANGE))
+    assert ppo["improved"] is False  # 256 PPO steps: the policy has not moved
+    for results in all_results:
+        report = report_of(results)
+        _, limits = sections(report)
+        for row in results["summary"]:
+            if not row["quantity"].startswith(CHANGE) or not row["n"]:
+                continue
+            flagged = row in not_improved(results["summary"])
+            assert flagged == (row["improved"] is not True)
+            assert ("did not improve beyond its interval" in format_cell(row)) == (row["improved"] is False)
+            assert format_cell(row) in report
+        for row in not_improved(results["summary"]):
+            if row["improved"] is False:
+                interval = f"[{row['fmt'].format(row['ci_low'])}, {row['fmt'].format(row['ci_high'])}]"
+                assert interval in limits, (results["experiment"], row["variant"])
+    assert "PPO did not improve beyond its interval" in sections(report_of(imitation))[1]
+    assert "at this budget RL has not learned" in sections(report_of(imitation))[0]
+
+
+def test_the_report_states_its_interval_method(all_results):
+    for results in all_results:
+        report = report_of(results)
+        assert "Student-t 95% confidence interval of the mean over seeds" in report
+        assert "every seed's value" in report
+        assert "percentile-bootstrap" not in report
+
+
+def test_an_older_results_file_is_upgraded_when_rendered(flagship_run, tmp_path):
+    import shutil
+
+    exp_dir = tmp_path / "digits"
+    shutil.copytree(flagship_run / "digits", exp_dir)
+    results = json.loads((exp_dir / "results.json").read_text())
+    results["summary"] = results["summary"][:3]  # as if written by an older analysis
+    (exp_dir / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(exp_dir)]) == 0
+    upgraded = json.loads((exp_dir / "results.json").read_text())
+    fresh = MODULES["digits"].summarize(upgraded["runs"], upgraded["budget"])
+    assert json.dumps(upgraded["summary"]) == json.dumps(fresh) and len(fresh) > 3
+    assert upgraded["runs"] == results["runs"]
