@@ -160,7 +160,7 @@ def run_task(job: Any, out_dir: str, driver_node: str, deps: dict[str, dict[str,
         record = execute(job, run_dir, deps, report)
     except Exception:  # noqa: BLE001 - a real error: reported with its traceback, never retried
         return {ERROR_KEY: traceback.format_exc()}, None
-    record = rebase(record, str(run_dir), str(final))
+    record = {**rebase(record, str(run_dir), str(final)), "run_dir": str(final)}  # where it is on the driver
     record["node"] = node_info(job.cpus)
     if local:
         return record, None

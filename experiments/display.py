@@ -3,7 +3,8 @@ progress (in steps), and the queue. Without a terminal (or ``enabled=False``) on
 finished run.
 
 The ETA weighs every run by its ``Job.cost`` (the planner's rough relative duration): the share of the total
-cost done so far (finished runs plus the reported fraction of running ones) over the time it took.
+cost done so far (finished runs plus the reported fraction of running ones) over the time since the first run
+started (engine start-up excluded); it shows from 2% of the work on (earlier guesses swing by hours).
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+
+MIN_DONE_FOR_ETA = 0.02
 
 
 def format_eta(seconds: float | None) -> str:
@@ -36,7 +40,7 @@ class Display:
         self.finished_cost = 0.0
         self.running: dict[str, Any] = {}
         self.started_at: dict[str, float] = {}
-        self.began = time.perf_counter()
+        self.began = float("inf")  # when the first run started (tests may set it)
         self.title = title
         self.enabled = enabled
         self.live = None
@@ -61,9 +65,9 @@ class Display:
         todo = [j for j in self.jobs if j.id not in self.loaded]
         total = sum(self.cost[j.id] for j in todo)
         done = self.finished_cost + sum(self.cost[i] * f for i, f in self.fraction.items())
-        elapsed = time.perf_counter() - self.began
-        if done <= 0 or total <= 0 or elapsed < 1.0:
+        if total <= 0 or done < MIN_DONE_FOR_ETA * total or not self.started_at:
             return None
+        elapsed = time.perf_counter() - min(self.began, *self.started_at.values())
         return max(elapsed * (total - done) / done, 0.0)
 
     def _count(self) -> str:

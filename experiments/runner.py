@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -46,9 +47,10 @@ INCOMPLETE = "INCOMPLETE"  # in a run directory: the job was interrupted (also i
 class Job:
     """One run: ``fn(run_dir=out/id, report=..., deps={id: record}, **kwargs)`` returns its record (a dict).
 
-    ``id`` is also the run directory relative to the output directory, e.g. ``digits/ppo/seed1``. A dependency's
-    record has ``run_dir`` set to where its artifacts are on the node that runs the dependant: read its files
-    relative to ``deps[id]["run_dir"]``.
+    ``id`` is also the run directory relative to the output directory, e.g. ``digits/ppo/seed1``. The engine
+    sets the record's ``run_dir`` (to ``out/id``); in ``deps`` it is where that dependency's artifacts are on the
+    node that runs the dependant (its other paths under it are moved along): read its files relative to
+    ``deps[id]["run_dir"]``.
     """
 
     id: str
@@ -281,6 +283,7 @@ def _run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display
             errors[job.id] = traceback.format_exc()
             display.finished(job, ok=False)
             continue
-        record["node"] = {"hostname": os.uname().nodename, "node_id": None, "resources": {"CPU": 1}}
+        record["run_dir"] = str(out / job.id)
+        record["node"] = {"hostname": socket.gethostname(), "node_id": None, "resources": {"CPU": 1}}
         records[job.id] = finish(job, record, out)
         display.finished(job, ok=True)

@@ -120,3 +120,27 @@ def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(cluster, tm
     assert record["value"] == 21.0  # 1 + 2 + ... + 6, as without the kill
     assert len(set(pids.read_text().split())) == 2 and record["resumed_at"] > 0
     assert (out / slow.id / MARKER).is_file()
+
+
+def test_real_jobs_pass_their_files_between_nodes(cluster, tmp_path):
+    """Experiment 4, tiny: the demos are collected on the head, behaviour cloning runs on the other node (the
+    demos travel there), PPO fine-tuning on the head starts from the cloned policy (its files travel back)."""
+    from dataclasses import replace
+
+    from experiments import finetune
+
+    budget = finetune.FinetuneBudget(pretrain_demos=8, bc_steps=4, rl_steps=256, eval_every=128, eval_episodes=4,
+                                     strategies=("frozen", "scratch")).resolve(full=False)
+    place = {"finetune/demos": "head", "finetune/bc-pretrain/seed1": "other", "finetune/frozen/seed1": "head"}
+    jobs = [replace(j, resources={place.get(j.id, "other"): 0.5}) for j in finetune.jobs(budget, [1])]
+    outcome = run_jobs(jobs, tmp_path / "out", address=cluster.address, progress=False)
+    assert outcome.ok, outcome.errors
+    runs = {r["variant"]: r for r in outcome.records.values()}
+    nodes = {v: r["node"]["node_id"] for v, r in runs.items()}
+    assert nodes["demos"] == nodes["frozen"] != nodes["bc-pretrain"]
+    # Frozen encoder and head: the curve starts at the cloned policy's success on the same episodes.
+    assert runs["frozen"]["curve"][0]["success_rate"] == pytest.approx(runs["bc-pretrain"]["success_rate"])
+    for job in jobs:
+        run_dir = tmp_path / "out" / job.id
+        assert (run_dir / MARKER).is_file() and outcome.records[job.id]["run_dir"] == str(run_dir)
+    assert (tmp_path / "out" / "finetune/bc-pretrain/seed1" / "encoder.pt").is_file()

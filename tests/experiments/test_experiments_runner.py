@@ -2,6 +2,7 @@
 engine itself: test_engine_cluster.py and test_engine_interrupt.py."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,8 @@ def test_eta_weighs_runs_by_cost_and_counts_partial_progress():
     jobs = [Job("a", record, cost=1.0), Job("b", record, cost=3.0), Job("old", record, cost=100.0)]
     display = Display(jobs, "t", enabled=False, loaded=["old"])  # loaded: done, not part of the rate
     assert display.eta_s() is None and display.done == 1
-    display.began -= 10.0  # 10 s in: a finished (cost 1), b half done (1.5): 2.5 of 4 took 10 s
     display.started(jobs[0])
+    display.began = time.perf_counter() - 10.0  # 10 s in: a finished (cost 1), b half done (1.5): 2.5 of 4 took 10 s
     display.finished(jobs[0], ok=True)
     display.started(jobs[1])
     display.update("b", 50, 100)
