@@ -1,4 +1,4 @@
-"""SB3 callbacks that write the lab's shared TensorBoard tags, and atomic model saving.
+"""The SB3 callback that writes the lab's shared TensorBoard training tags, and atomic model saving.
 
 SB3 logs its own keys (``rollout/ep_rew_mean``, ``train/value_loss``, ``eval/mean_reward``, ...). The
 callbacks here add the :mod:`lab.tags` names that supervised runs write too, so both paradigms overlay in one
@@ -10,25 +10,17 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
-from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
-from stable_baselines3.common.vec_env import VecEnv
 
 from lab import tags
 from lab.io import atomic_write
 from lab.optim import effective_lrs
-
-# Greedy (argmax) evaluation next to the sampled one (BabyAI reports both); candidates for lab.tags.
-SUCCESS_RATE_GREEDY = tags.SUCCESS_RATE + "_greedy"
-MEAN_RETURN_GREEDY = tags.MEAN_RETURN + "_greedy"
-EVAL_ACTIONS = ("greedy", "sampled", "both")  # "both": the headline tags are sampled, "*_greedy" the argmax
 
 
 def tensorboard_writer(logger: Logger) -> Any | None:
@@ -59,15 +51,6 @@ def vecnormalize_path(model_path: str | os.PathLike) -> Path:
     return path.with_name(stem + ".vecnormalize.pkl")
 
 
-class AtomicCheckpointCallback(CheckpointCallback):
-    """SB3's ``CheckpointCallback`` (same file names) writing each model zip atomically."""
-
-    def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
-            save_model_atomic(self.model, self._checkpoint_path(extension="zip"))
-        return True
-
-
 class LabTagsCallback(BaseCallback):
     """Training curves under the lab's tag names, keyed by environment steps.
 
@@ -79,10 +62,10 @@ class LabTagsCallback(BaseCallback):
     when per-group ``lr_scale`` makes them differ.
     """
 
-    def __init__(self, log_every: int = 1000) -> None:
+    def __init__(self, log_every: int = 1000, episodes: int = 0) -> None:
         super().__init__()
         self.log_every = log_every
-        self.episodes = 0
+        self.episodes = episodes  # episodes finished before (a resumed run's)
         self._returns: list[float] = []
         self._lengths: list[float] = []
         self._last_write = -1
@@ -143,76 +126,4 @@ def group_learning_rates(optimizer: Any) -> dict[str, float]:
     out = {}
     for index, (group, rate) in enumerate(zip(optimizer.param_groups, rates)):
         out[f"{tags.LEARNING_RATE}/group_{group.get('layer_group', index)}"] = rate
-    return out
-
-
-class EvalTagsCallback(BaseCallback):
-    """Given to ``EvalCallback(callback_after_eval=...)``: writes its result under the lab's ``eval/`` tags.
-
-    ``MEAN_RETURN`` always; for ``kind="bandit"`` also ``ACCURACY`` (the success rate on the test split, the
-    same meaning as a supervised test accuracy). SB3 itself writes ``eval/success_rate`` (=
-    ``tags.SUCCESS_RATE``) whenever the env reports ``is_success`` (BabyAI, bandits), so it is not repeated.
-
-    With ``greedy_too=True`` (the parent evaluated with sampled actions) it also plays the same number of
-    episodes with greedy (argmax) actions on the same, already synced, eval env and writes
-    :data:`SUCCESS_RATE_GREEDY` / :data:`MEAN_RETURN_GREEDY`. ``episodes_seen`` (e.g. a
-    :class:`LabTagsCallback`'s count) adds the training episodes completed so far (``EPISODES_SEEN``).
-    ``history`` keeps every evaluation as a dict for ``results.json``.
-    """
-
-    def __init__(
-        self, kind: str = "control", *, greedy_too: bool = False, episodes_seen: Callable[[], int] | None = None
-    ) -> None:
-        super().__init__()
-        self.kind = kind
-        self.greedy_too = greedy_too
-        self.episodes_seen = episodes_seen
-        self.history: list[dict[str, float]] = []
-
-    def _on_step(self) -> bool:
-        evaluation = self.parent  # the EvalCallback that just evaluated
-        record: dict[str, float] = {"step": self.num_timesteps}
-        if self.episodes_seen is not None:
-            record["episodes"] = self.episodes_seen()
-        record["mean_return"] = float(evaluation.last_mean_reward)
-        successes = evaluation._is_success_buffer
-        if successes:
-            record["success_rate"] = float(np.mean(successes))
-            if self.kind == "bandit":
-                record["accuracy"] = record["success_rate"]
-        if self.greedy_too:
-            greedy = evaluate_agent(self.model, evaluation.eval_env, evaluation.n_eval_episodes, deterministic=True)
-            record["mean_return_greedy"] = greedy["mean_return"]
-            if "success_rate" in greedy:
-                record["success_rate_greedy"] = greedy["success_rate"]
-        self.history.append(record)
-        writer = tensorboard_writer(self.logger)
-        if writer is not None:
-            for key, tag in (("mean_return", tags.MEAN_RETURN), ("accuracy", tags.ACCURACY),
-                             ("episodes", tags.EPISODES_SEEN), ("mean_return_greedy", MEAN_RETURN_GREEDY),
-                             ("success_rate_greedy", SUCCESS_RATE_GREEDY)):
-                if key in record:
-                    writer.add_scalar(tag, record[key], self.num_timesteps)
-        return True
-
-
-def evaluate_agent(model: BaseAlgorithm, env: VecEnv, episodes: int, deterministic: bool = True) -> dict[str, float]:
-    """Mean / std return and mean length over ``episodes`` episodes, and the success rate when the env reports
-    ``info["is_success"]`` at episode ends. ``deterministic``: greedy (argmax) actions, else sampled ones.
-
-    With several envs in ``env``, SB3's ``evaluate_policy`` plays ``episodes / n_envs`` episodes in each, so
-    short episodes are not over-represented.
-    """
-    successes: list[float] = []
-
-    def collect(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
-        if local_vars["done"] and "is_success" in local_vars["info"]:
-            successes.append(float(local_vars["info"]["is_success"]))
-
-    returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic,
-                                       return_episode_rewards=True, callback=collect, warn=False)
-    out = {"episodes": len(returns), "mean_return": float(np.mean(returns)),
-           "std_return": float(np.std(returns)), "mean_length": float(np.mean(lengths))}
-    if successes:
-        out["success_rate"] = float(np.mean(successes))
     return out

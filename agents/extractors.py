@@ -264,7 +264,9 @@ class ConvExtractor(BaseFeaturesExtractor):
         observation_space: a 3-d image Box.
         features_dim: width of the output (after Linear + ReLU).
         normalized_image: see above.
-        **conv: ``lab.ConvNetConfig`` fields (channels, strides, kernel_size, norm, activation, ...).
+        config: a whole ``lab.ConvNetConfig`` (e.g. a supervised net's: the same conv body layer for layer);
+            its ``in_channels`` / ``num_classes`` are replaced by the observation's channels / None.
+        **conv: or ``lab.ConvNetConfig`` fields (channels, strides, kernel_size, norm, activation, ...).
             ``norm`` defaults to ``"group"``: batch norm normalises with batch statistics in train mode and
             running averages in eval mode, and SB3 switches modes between collecting (eval, batch n_envs)
             and updating (train, minibatches), so PPO's old and new log-probabilities would come from two
@@ -272,7 +274,8 @@ class ConvExtractor(BaseFeaturesExtractor):
     """
 
     def __init__(
-        self, observation_space: spaces.Space, features_dim: int = 128, normalized_image: bool = False, **conv: Any
+        self, observation_space: spaces.Space, features_dim: int = 128, normalized_image: bool = False,
+        config: ConvNetConfig | None = None, **conv: Any
     ) -> None:
         self.check_observation_space(observation_space, normalized_image)
         super().__init__(observation_space, features_dim)
@@ -285,7 +288,11 @@ class ConvExtractor(BaseFeaturesExtractor):
         unknown = sorted(set(conv) - set(valid))
         if unknown:
             raise TypeError(f"unknown conv option(s) {unknown}; valid: {', '.join(valid)}")
-        config = ConvNetConfig(**{"norm": "group", **conv, "in_channels": in_channels, "num_classes": None})
+        if config is not None and conv:
+            raise TypeError(f"pass either config= (a ConvNetConfig, e.g. a supervised net's) or options {sorted(conv)}")
+        if config is None:
+            config = ConvNetConfig(**{"norm": "group", **conv})
+        config = dataclasses.replace(config, in_channels=in_channels, num_classes=None)
         need = min_input_size(config.strides)
         if min(height, width) < need:
             raise ObservationSpaceError(
@@ -396,6 +403,13 @@ class FusionExtractor(BaseFeaturesExtractor):
         elif BABYAI_KEYS <= set(space.spaces):
             extra = sorted(set(space.spaces) - BABYAI_KEYS - BABYAI_OPTIONAL_KEYS)
             history = space.spaces.get("prev_actions")
+            if not all(isinstance(space[key], spaces.Box) for key in ("image", "mission")):
+                # A raw MiniGrid / BabyAI env: its mission is a text space (no shape), image and mission unwrapped.
+                raise ObservationSpaceError(
+                    f"FusionExtractor got a raw MiniGrid observation (mission: {type(space['mission']).__name__}, "
+                    f"image: {type(space['image']).__name__}): its mission is text, not token ids. Wrap the env in envs.babyai.BabyAIObservation, or make it with "
+                    "envs.make.make_env (what make_agent and agents.train do for every MiniGrid-* / BabyAI-* id)."
+                )
             if extra:
                 problem = f"BabyAI dicts may add only {sorted(BABYAI_OPTIONAL_KEYS)}, not {extra}"
             elif space["image"].shape[-1:] != (3,) or len(space["image"].shape) != 3 or len(space["mission"].shape) != 1:

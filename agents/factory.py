@@ -1,9 +1,11 @@
 """One factory for the SB3 agents of the lab: algorithm x encoder x optimizer, checked before anything trains.
 
-    model = make_agent("ppo", "CartPole-v1", "transformer", optimizer="adamw", weight_decay=0.01)
-    model = make_agent("a2c", "lab/DigitsBandit-v0", "conv", n_envs=8, vec_env="subproc")
-    model = make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", encoder_kwargs=dict(d_model=128),
-                       finetune="frozen", pretrained=bc_model.fusion.state_dict())
+    model = make_agent(AgentConfig("CartPole-v1", "ppo", "transformer", optimizer="adamw", weight_decay=0.01))
+    model = make_agent(AgentConfig("lab/DigitsBandit-v0", "a2c", "conv", n_envs=8, vec_env="subproc"), seed=1)
+    model = make_agent(AgentConfig("lab/BabyAI-GoToRedBallGrey-v0", encoder="fusion", finetune="frozen",
+                                   encoder_kwargs=dict(config=bc_model.encoder.config.transformer)),
+                       pretrained=bc_model.encoder.state_dict())
+    model = make_agent(PRESETS["cartpole-novel"].merged(n_envs=4))   # a preset is an AgentConfig
 
 Hyperparameters as RL Zoo writes them are accepted: ``lr="lin_1e-3"`` and ``algo_kwargs=dict(clip_range="lin_0.2")``
 (linear from the value to 0 over training), ``policy_kwargs=dict(activation_fn="relu")``. Named recipes live in
@@ -30,7 +32,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO
@@ -44,8 +45,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from torch import nn
 
 from agents.callbacks import vecnormalize_path
+from agents.config import AgentConfig
 from agents.extractors import EXTRACTORS
 from agents.finetune import FinetuneConfig, load_pretrained, policy_class_for
+from envs.make import make_env, resolve_id
 from lab.optim import get_optimizer_info, sb3_optimizer
 from lab.runtime import select_device
 
@@ -63,111 +66,53 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-class SuccessInfo(gym.Wrapper):
-    """Adds ``info["is_success"]`` at the end of each BabyAI episode (success = terminated with reward > 0).
-
-    SB3's ``EvalCallback`` and ``evaluate_policy`` read that key at episode ends to report a success rate.
-    """
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if terminated or truncated:
-            info["is_success"] = bool(terminated) and float(reward) > 0.0  # envs.babyai.is_success
-        return obs, reward, terminated, truncated, info
-
-
-def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
-    """``gym.make(env_id, **env_kwargs)`` after registering the ``lab/`` ids; BabyAI levels report success.
-
-    A module-level function, so ``functools.partial(make_env, env_id)`` pickles by reference into
-    ``SubprocVecEnv`` workers, which then import ``envs`` (and register the ids) themselves.
-    """
-    import envs  # noqa: F401  (registers lab/*)
-
-    env = gym.make(env_id, **env_kwargs)
-    if type(env.unwrapped).__module__.startswith("minigrid."):
-        env = SuccessInfo(env)
-    return env
-
-
 def make_agent(
-    algo: str,
-    env_id: str,
-    encoder: str | type[BaseFeaturesExtractor] = "mlp",
+    config: AgentConfig,
     *,
-    optimizer: str | None = None,
-    lr: float | Callable[[float], float] | None = None,
-    weight_decay: float = 0.0,
-    optimizer_kwargs: Mapping[str, Any] | None = None,
-    n_envs: int = 1,
-    vec_env: str = "dummy",
     seed: int | None = 0,
-    tensorboard_log: str | None = None,
-    encoder_kwargs: Mapping[str, Any] | None = None,
-    algo_kwargs: Mapping[str, Any] | None = None,
-    policy_kwargs: Mapping[str, Any] | None = None,
-    env_kwargs: Mapping[str, Any] | None = None,
-    finetune: FinetuneConfig | Mapping[str, Any] | str | None = None,
+    device: str = "auto",
     pretrained: Any = None,
     pretrained_head: Mapping[str, Any] | None = None,
-    device: str = "auto",
     verbose: int = 0,
-    normalize_obs: bool | Sequence[str] = False,
-    ortho_init: str | None = None,
+    tensorboard_log: str | None = None,
 ) -> BaseAlgorithm:
-    """Build an SB3 agent; every argument is checked (with a message naming what would work) before training.
+    """Build the SB3 agent ``config`` describes; every option is checked (with a message naming what would
+    work) before any env starts. See :class:`agents.config.AgentConfig` for the options.
 
     Args:
-        algo: "ppo", "a2c" or "dqn" (DQN needs a Discrete action space).
-        env_id: a Gymnasium id; ``lab/`` ids are registered automatically.
-        encoder: "mlp" (SB3's default, the baseline), "transformer", "conv" or "fusion"; or any
+        config: the agent (algorithm, env, encoder, optimizer, envs, ...); ``config.encoder`` may also be any
             ``BaseFeaturesExtractor`` subclass (e.g. a reference model for a benchmark).
-        optimizer: a name of :func:`lab.optim.optimizer_names`, or None for SB3's own choice (module docstring).
-        lr: learning rate, SB3 schedule or RL Zoo string ``"lin_<value>"`` (linear from value to 0);
-            None -> the algorithm's SB3 default (PPO 3e-4, A2C 7e-4, DQN 1e-4).
-        weight_decay: applied to tensors of rank >= 2 only (lab.optim's rule).
-        optimizer_kwargs: extra optimizer keywords (betas, eps, momentum, ...).
-        n_envs, vec_env: number of parallel envs and "dummy" (in-process) or "subproc" (one process each).
         seed: seeds SB3 (torch, numpy, envs); None for no seeding.
-        tensorboard_log: SB3's TensorBoard folder (``agents.train`` sets its own logger instead).
-        encoder_kwargs: ``features_extractor_kwargs`` of the encoder (e.g. d_model, num_layers, pooling).
-        algo_kwargs: other keywords of the SB3 algorithm (n_steps, batch_size, gamma, ...); ``clip_range`` and
-            ``clip_range_vf`` may be ``"lin_<value>"`` strings.
-        policy_kwargs: other policy keywords (net_arch, activation_fn as a class or a name of
-            :data:`ACTIVATIONS`, ...); not optimizer_class / features_extractor_class / ortho_init with ``ortho_init=``.
-        env_kwargs: keywords of ``gym.make``.
-        finetune: a strategy name or :class:`agents.finetune.FinetuneConfig` (or its dict): the policy then
-            freezes / groups its parameters itself, also after ``Algo.load``.
+        device: "auto" (CUDA > MPS > CPU), "cpu", "cuda", ... (lab.runtime.select_device).
         pretrained: the encoder's pretrained ``lab`` state dict (or a path), loaded into ``extractor.backbone``.
         pretrained_head: an ``nn.Linear`` state dict for SB3's ``action_net`` (PPO/A2C).
-        device: "auto" (CUDA > MPS > CPU), "cpu", "cuda", ... (lab.runtime.select_device).
         verbose: SB3's verbosity.
-        normalize_obs: wrap the training envs in ``VecNormalize(norm_reward=False)``: running mean / std of
-            the observations. True normalises a Box, or every float Box key of a Dict (e.g. a history's
-            ``obs``, not its ``mask``); a list names the Dict keys. Evaluate with
-            :func:`normalized_like` (SB3's ``EvalCallback`` then syncs the statistics before each evaluation).
-        ortho_init: "all" (SB3's orthogonal init of every Linear, the extractor's included: SB3's default),
-            "heads" (only the policy / value MLPs and output layers, SB3's gains; the extractor keeps the lab
-            blocks' own init) or "none". None leaves ``policy_kwargs`` / SB3 to decide. PPO / A2C only.
+        tensorboard_log: SB3's TensorBoard folder (:class:`agents.run.AgentRun` sets its own logger instead).
+
+    ``lr`` and ``algo_kwargs["clip_range" / "clip_range_vf"]`` may be RL Zoo's ``"lin_<value>"``;
+    ``policy_kwargs["activation_fn"]`` a name of :data:`ACTIVATIONS`; ``normalize_obs`` True normalises a float
+    Box or every float Box key of a Dict (evaluate with :func:`normalized_like`); ``ortho_init="heads"`` gives
+    SB3's orthogonal init to the MLP heads only (the extractor keeps the lab blocks' own init).
     """
-    algo_class, config = _check_names(algo, encoder, optimizer, vec_env, finetune, pretrained, pretrained_head)
-    algo_kwargs = dict(algo_kwargs or {})
-    policy_kwargs = dict(policy_kwargs or {})
+    algo, encoder, optimizer = config.algo, config.encoder, config.optimizer
+    encoder_kwargs, optimizer_kwargs, n_envs = config.encoder_kwargs, config.optimizer_kwargs, config.n_envs
+    finetune, ortho_init, normalize_obs = config.finetune, config.ortho_init, config.normalize_obs
+    agent_config = config
+    algo_class, config = _check_names(algo, encoder, optimizer, agent_config.vec_env, finetune, pretrained,
+                                      pretrained_head)
+    algo_kwargs = dict(agent_config.algo_kwargs)
+    policy_kwargs = dict(agent_config.policy_kwargs)
     _check_kwargs(algo, encoder, encoder_kwargs, algo_kwargs, policy_kwargs)
-    if not isinstance(n_envs, int) or n_envs < 1:
-        raise ValueError(f"n_envs must be a positive int, got {n_envs!r}")
-    lr = SB3_DEFAULT_LR[algo] if lr is None else parse_schedule(lr, "lr")
+    lr = SB3_DEFAULT_LR[algo] if agent_config.lr is None else parse_schedule(agent_config.lr, "lr")
     for key in SCHEDULE_KEYS:
         if key in algo_kwargs:
             algo_kwargs[key] = parse_schedule(algo_kwargs[key], key)
     _resolve_activation(policy_kwargs)
     _apply_ortho_init(algo, ortho_init, policy_kwargs)
     torch_device = select_device(device)  # an unavailable device fails here, before any env starts
-    import envs  # noqa: F401  (registers lab/*)
-
-    gym.spec(env_id)  # an unknown id fails here, with gymnasium's suggestions, not inside a worker process
-    env = make_vec_env(functools.partial(make_env, env_id, **(env_kwargs or {})), n_envs=n_envs, seed=seed,
-                       vec_env_cls=VEC_ENVS[vec_env])
+    resolve_id(agent_config.env_id)  # an unknown id fails here, with gymnasium's suggestions, not in a worker
+    env = make_vec_env(functools.partial(make_env, agent_config.env_id, **agent_config.env_kwargs), n_envs=n_envs,
+                       seed=seed, vec_env_cls=VEC_ENVS[agent_config.vec_env])
     try:
         _check_spaces(algo, encoder, env.observation_space, env.action_space, policy_kwargs, encoder_kwargs)
         if normalize_obs:
@@ -175,11 +120,11 @@ def make_agent(
             env = VecNormalize(env, norm_obs=True, norm_reward=False, norm_obs_keys=keys)
         name = optimizer or SB3_DEFAULT_OPTIMIZER[algo]
         optimizer_class, optimizer_kw = sb3_optimizer(
-            name, weight_decay, **{**_sb3_optimizer_defaults(algo, name), **(optimizer_kwargs or {})}
+            name, agent_config.weight_decay, **{**_sb3_optimizer_defaults(algo, name), **optimizer_kwargs}
         )
         policy_kwargs.update(optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kw)
         if encoder != "mlp":
-            extractor_kwargs = dict(encoder_kwargs or {})
+            extractor_kwargs = dict(encoder_kwargs)
             if encoder == "conv" and policy_kwargs.get("normalize_images") is False:
                 extractor_kwargs.setdefault("normalized_image", True)  # what SB3 does for its NatureCNN
             policy_kwargs.update(
@@ -279,8 +224,6 @@ def load_agent(
             raise ValueError(f"{path} was saved with VecNormalize statistics ({stats.name}); pass env_id so they wrap "
                              "its env, or the agent would see unnormalised observations")
         return ALGORITHMS[algo].load(path, device=select_device(device))
-    import envs  # noqa: F401  (registers lab/*)
-
     env: VecEnv = make_vec_env(functools.partial(make_env, env_id, **(env_kwargs or {})), n_envs=n_envs, seed=seed,
                                vec_env_cls=VEC_ENVS[vec_env])
     if stats.exists():
@@ -390,6 +333,6 @@ def _sb3_optimizer_defaults(algo: str, name: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "ACTIVATIONS", "ALGORITHMS", "ENCODERS", "ORTHO_INITS", "SB3_DEFAULT_LR", "SB3_DEFAULT_OPTIMIZER", "SuccessInfo",
+    "ACTIVATIONS", "ALGORITHMS", "ENCODERS", "ORTHO_INITS", "SB3_DEFAULT_LR", "SB3_DEFAULT_OPTIMIZER",
     "init_heads", "load_agent", "make_agent", "make_env", "normalized_like", "normalized_obs_keys", "parse_schedule",
 ]

@@ -4,7 +4,8 @@
     python -m agents.train lab/BabyAI-GoToRedBallGrey-v0 --preset babyai-gotoredballgrey --seed 2 --timesteps 50000
 
     from agents.factory import make_agent
-    model = make_agent(**PRESETS["cartpole-novel"].agent_kwargs(seed=0))
+    model = make_agent(PRESETS["cartpole-novel"], seed=0)          # a preset is an agents.config.AgentConfig
+    model = make_agent(PRESETS["cartpole-novel"].merged(algo_kwargs={"n_epochs": 10}))
 
 A preset fills every option it names; anything given explicitly wins (dict options such as ``algo_kwargs``
 are merged key by key, so ``--algo-kwargs '{"n_epochs": 10}'`` changes only ``n_epochs``). Schedules are
@@ -18,11 +19,7 @@ SB3's init on the MLP heads only.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from agents.config import AgentConfig
 
 # The spike's small transformer (d32, 2 heads, 1 layer, ff 64, no dropout); activations differ per recipe.
 _SMALL_TRANSFORMER = dict(d_model=32, num_heads=2, num_layers=1, dim_feedforward=64)
@@ -31,77 +28,31 @@ _ZOO_CARTPOLE_PPO = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, ga
                          clip_range="lin_0.2", max_grad_norm=0.5)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """One recipe: everything :func:`agents.factory.make_agent` and ``agents.train`` need besides the seed.
-
-    The field names are those of ``agents.train.Args`` (which applies a preset with ``--preset NAME``).
-    """
-
-    name: str
-    env_id: str  # the env it was tuned on (using it elsewhere works, with a warning)
-    description: str
-    algo: str = "ppo"
-    encoder: str = "mlp"
-    n_envs: int = 1
-    timesteps: int = 100_000
-    lr: float | str | None = None  # None: SB3's default for the algorithm
-    optimizer: str | None = None  # None: SB3's own choice (Adam eps 1e-5 for PPO)
-    algo_kwargs: dict[str, Any] = field(default_factory=dict)
-    policy_kwargs: dict[str, Any] = field(default_factory=dict)
-    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    normalize_obs: bool = False
-    ortho_init: str | None = None
-    eval_freq: int = 10_000
-    eval_episodes: int = 20
-    eval_envs: int = 1
-    eval_actions: str | None = None  # None: "both" on BabyAI (sampled headline), else "greedy"
-    reference: str = ""
-
-    def agent_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """Keyword arguments of :func:`agents.factory.make_agent`; dict-valued overrides merge key by key."""
-        kwargs = dict(algo=self.algo, env_id=self.env_id, encoder=self.encoder, n_envs=self.n_envs, lr=self.lr,
-                      optimizer=self.optimizer, normalize_obs=self.normalize_obs, ortho_init=self.ortho_init,
-                      **{name: copy.deepcopy(getattr(self, name)) for name in DICT_FIELDS})
-        for key, value in overrides.items():
-            kwargs[key] = {**kwargs[key], **value} if key in DICT_FIELDS and value is not None else value
-        return kwargs
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-DICT_FIELDS = ("algo_kwargs", "policy_kwargs", "encoder_kwargs", "env_kwargs")
-# The fields agents.train.Args takes from a preset (name, env_id, description and reference are not options).
-OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Preset)
-                      if f.name not in ("name", "env_id", "description", "reference"))
-
-_PRESETS = [
-    Preset(
+_PRESETS = [  # each an AgentConfig: make_agent(preset) builds it, agents.train runs it
+    AgentConfig(
         name="cartpole-novel",
         env_id="lab/CartPoleNoVelHistory-v1",
         description="PPO + transformer over the 8-step history, flatten readout, VecNormalize; no feature engineering",
         encoder="transformer", n_envs=8, lr="lin_1e-3", algo_kwargs=dict(_ZOO_CARTPOLE_PPO),
         encoder_kwargs=dict(_SMALL_TRANSFORMER, activation="gelu", pooling="flatten"),
         policy_kwargs=dict(net_arch=dict(pi=[64], vf=[64]), activation_fn="relu"),
-        normalize_obs=True, ortho_init="heads", timesteps=100_000, eval_freq=2048, eval_episodes=20, eval_envs=20,
+        normalize_obs=True, ortho_init="heads", timesteps=100_000, eval_freq=2048, eval_episodes=20,
         reference="RL spike (2 CPU cores, seeds 0, 1): eval 500 first at 28.7k / 12.3k steps but unstable; final eval "
                   "500 / 330. Reading the newest token (or CLS) instead of flatten did not learn; without "
                   "VecNormalize the eval swung between 80 and 500.",
     ),
-    Preset(
+    AgentConfig(
         name="cartpole-novel-deltas",
         env_id="lab/CartPoleNoVelHistory-v1",
         description="cartpole-novel + frame differences as token features (deltas=True: FEATURE ENGINEERING)",
         encoder="transformer", n_envs=8, lr="lin_1e-3", algo_kwargs=dict(_ZOO_CARTPOLE_PPO),
         encoder_kwargs=dict(_SMALL_TRANSFORMER, activation="gelu", pooling="flatten", deltas=True, delta_scale=10.0),
         policy_kwargs=dict(net_arch=dict(pi=[64], vf=[64]), activation_fn="relu"),
-        normalize_obs=True, ortho_init="heads", timesteps=100_000, eval_freq=2048, eval_episodes=20, eval_envs=20,
+        normalize_obs=True, ortho_init="heads", timesteps=100_000, eval_freq=2048, eval_episodes=20,
         reference="RL spike (seeds 0, 1, 2, 100k steps): eval (20 greedy episodes) 500 at every later eval from "
                   "49.2k / - / 41.0k steps (seed 1: 500 from 40k to 71k, then 424-499); final eval 500 / 498.5 / 500.",
     ),
-    Preset(
+    AgentConfig(
         name="babyai-gotoredballgrey",
         env_id="lab/BabyAI-GoToRedBallGrey-v0",
         description="PPO + fusion transformer (CLS + 49 image-cell states flattened) with the 4 previous actions, "
@@ -112,13 +63,13 @@ _PRESETS = [
         encoder_kwargs=dict(_SMALL_TRANSFORMER, activation="relu", pooling="flat"),
         policy_kwargs=dict(net_arch=dict(pi=[64], vf=[64]), activation_fn="tanh"),
         env_kwargs=dict(action_history=4),  # the memory behaviour cloning uses too (envs.babyai.BabyAIObservation)
-        ortho_init="heads", timesteps=250_000, eval_freq=16_384, eval_episodes=500, eval_envs=20, eval_actions="both",
+        ortho_init="heads", timesteps=250_000, eval_freq=16_384, eval_episodes=500, eval_actions="both",
         reference="benchmarks/rl_targets.py --targets babyai (BENCHMARKS.md): sampled-action success >= 0.99 (500 "
                   "episodes) within 16k training episodes (BabyAI paper, RL: 15.9k-17.4k). Without the previous "
                   "actions, 1 seed of 3 (6.4k episodes); the others plateaued at 0.976-0.988. CLS-only readout "
                   "plateaued at ~0.91 sampled (RL spike).",
     ),
-    Preset(
+    AgentConfig(
         name="cartpole-throughput",
         env_id="CartPole-v1",
         description="SB3's PPO defaults + the cheapest transformer: one token per scalar, d16, 1 head, flatten",
@@ -129,7 +80,7 @@ _PRESETS = [
         reference="RL spike: 0.66x MlpPolicy's PPO steps/s (n_envs 1, SB3 defaults, 2 CPU cores; with the final "
                   "LayerNorm removed, which this extractor keeps); d32 / 2 heads: ~0.54x. Learning not benchmarked.",
     ),
-    Preset(
+    AgentConfig(
         name="digits-bandit",
         env_id="lab/DigitsBandit-v0",
         description="PPO + separable conv on the digits bandit: one-step episodes, so gamma / GAE do not matter",
@@ -138,7 +89,7 @@ _PRESETS = [
         timesteps=50_000, eval_freq=5_000,
         reference="measured for this preset (see its note in benchmarks/rl_targets.py)",
     ),
-    Preset(
+    AgentConfig(
         name="digits-bandit-a2c",
         env_id="lab/DigitsBandit-v0",
         description="A2C + separable conv on the digits bandit (RMSprop, SB3's A2C defaults otherwise)",
@@ -148,17 +99,17 @@ _PRESETS = [
         reference="measured for this preset (see its note in benchmarks/rl_targets.py)",
     ),
 ]
-PRESETS: dict[str, Preset] = {preset.name: preset for preset in _PRESETS}
+PRESETS: dict[str, AgentConfig] = {preset.name: preset for preset in _PRESETS}
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str) -> AgentConfig:
     """The preset called ``name``; an unknown name lists the known ones."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
-def presets_for(env_id: str) -> list[Preset]:
+def presets_for(env_id: str) -> list[AgentConfig]:
     """Every preset tuned on ``env_id``."""
     return [preset for preset in PRESETS.values() if preset.env_id == env_id]
 
@@ -168,12 +119,4 @@ def describe_presets() -> str:
     return "\n".join(f"  {p.name}: {p.env_id}, {p.algo} + {p.encoder}; {p.description}" for p in PRESETS.values())
 
 
-def merge_options(preset_value: Any, given: Any) -> Any:
-    """A preset's value for one option, overridden by an explicitly given one (dicts merge key by key)."""
-    if isinstance(preset_value, Mapping) and isinstance(given, Mapping):
-        return {**preset_value, **given}
-    return preset_value if given is None else given
-
-
-__all__ = ["OPTION_FIELDS", "PRESETS", "Preset", "describe_presets", "get_preset",
-           "merge_options", "presets_for"]
+__all__ = ["PRESETS", "describe_presets", "get_preset", "presets_for"]

@@ -44,7 +44,8 @@ from typing import Any
 import torch
 
 from lab.io import write_json
-from supervised.babyai_bc import PAPER_DEMOS_FOR_99, BabyAIBCConfig, load_bc_demos
+from envs.babyai import PAPER_99
+from supervised.babyai_bc import BabyAIBCConfig, load_bc_demos
 from supervised.configs import RUNTIME_FIELDS, config_to_dict, differences
 from supervised.logger import RESULTS_FILE, read_metrics
 from supervised.train import parse_args, run
@@ -125,7 +126,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for level, demos in dict.fromkeys((r["level"], r["demos"]) for r in rows):
         mine = [r for r in rows if (r["level"], r["demos"]) == (level, demos)]
         rates = [r["success_rate"] for r in mine]
-        low, high = PAPER_DEMOS_FOR_99.get(mine[0]["level_id"], (None, None))
+        low, high = PAPER_99.get(mine[0]["level_id"], {}).get("il", (None, None))
         summary.append({
             "level": level, "demos": demos, "transitions": mine[0]["train_transitions"], "steps": mine[0]["steps"],
             "epochs": mine[0]["epochs"], "seeds": [r["seed"] for r in mine], "success_rates": rates,
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "babyai_bc", "target_success_rate": TARGET_SUCCESS,
         "targets": {plan.level: {"max_demos": plan.target_demos} for plan in plans},
         "paper_reference": {"source": "BabyAI paper (Chevalier-Boisvert et al., ICLR 2019), imitation learning",
-                            "demos_for_99": {k: list(v) for k, v in PAPER_DEMOS_FOR_99.items()}},
+                            "demos_for_99": {k: list(v["il"]) for k, v in PAPER_99.items()}},
         "seeds": args.seeds, "overrides": overrides, "max_steps_override": args.max_steps,
         "config": dataclasses.asdict(base),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,

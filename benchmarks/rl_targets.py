@@ -40,8 +40,10 @@ from typing import Any
 import torch
 
 from agents.presets import get_preset
-from agents.train import Args, run
+from agents.run import AgentRun, RunOptions
+from envs.babyai import PAPER_99, PAPER_TARGET
 from lab.io import write_json
+from lab.runtime import run_name
 
 TARGETS = {
     "cartpole": ("cartpole-novel", "cartpole-novel-deltas"),
@@ -52,16 +54,16 @@ TARGETS = {
 DEFAULT_TARGETS = ("cartpole", "babyai", "digits")
 CARTPOLE_MAX = 500.0  # CartPole's return cap: an eval mean of 500 means every episode lasted 500 steps
 CARTPOLE_BUDGET = 100_000
-BABYAI_GOAL = 0.99
-BABYAI_PAPER_EPISODES = (15_900, 17_400)  # BabyAI paper, RL sample efficiency on GoToRedBallGrey
+BABYAI_GOAL = PAPER_TARGET
+BABYAI_PAPER_EPISODES = PAPER_99["BabyAI-GoToRedBallGrey-v0"]["rl"]  # BabyAI paper, RL sample efficiency
 
 
 # --------------------------------------------------------------------------------------------------- milestones
 def first_at_least(points: list[dict[str, Any]], key: str, goal: float) -> dict[str, Any] | None:
-    """The first evaluation (step, episodes, value) where ``key`` >= ``goal``, or None."""
+    """The first evaluation (steps, episodes, value) where ``key`` >= ``goal``, or None."""
     for point in points:
         if point.get(key) is not None and point[key] >= goal:
-            return {"step": point["step"], "episodes": point.get("episodes"), "value": point[key]}
+            return {"step": point["steps"], "episodes": point.get("episodes"), "value": point[key]}
     return None
 
 
@@ -70,40 +72,29 @@ def stays_at_least(points: list[dict[str, Any]], key: str, goal: float) -> dict[
     found = None
     for point in points:
         if point.get(key) is not None and point[key] >= goal:
-            found = found or {"step": point["step"], "episodes": point.get("episodes"), "value": point[key]}
+            found = found or {"step": point["steps"], "episodes": point.get("episodes"), "value": point[key]}
         else:
             found = None
     return found
 
 
-def evaluation_points(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every evaluation during training, then the final model's (unless one was taken at that very step)."""
-    points = [dict(p) for p in results["eval_history"]]
-    final = dict(results["final_eval"], step=results["steps"], episodes=results["episodes"])
-    if not points or points[-1]["step"] != final["step"]:
-        points.append(final)
-    return points
-
-
 def summarise(target: str, results: dict[str, Any]) -> dict[str, Any]:
-    points = evaluation_points(results)
+    points, final = results["curve"], results["final"]  # every evaluation, from the untrained policy to the final
     row: dict[str, Any] = {"steps": results["steps"], "episodes": results["episodes"],
-                           "wall_time_s": results["wall_time_s"], "steps_per_s": results["steps_per_s"],
+                           "wall_time_s": results["train_wall_time_s"], "steps_per_s": results["steps_per_s"],
                            "params": results["params"], "run_dir": results["run_dir"]}
     if target == "cartpole":
         row.update(first_500=first_at_least(points, "mean_return", CARTPOLE_MAX),
-                   stays_500=stays_at_least(points, "mean_return", CARTPOLE_MAX),
-                   final_return=results["final_eval"]["mean_return"])
+                   stays_500=stays_at_least(points, "mean_return", CARTPOLE_MAX), final_return=final["mean_return"])
         row["met"] = row["stays_500"] is not None and row["stays_500"]["step"] <= CARTPOLE_BUDGET
     elif target == "babyai":
         row.update(first_99_sampled=first_at_least(points, "success_rate", BABYAI_GOAL),
                    first_99_greedy=first_at_least(points, "success_rate_greedy", BABYAI_GOAL),
-                   final_sampled=results["final_eval"].get("success_rate"),
-                   final_greedy=results["final_eval"].get("success_rate_greedy"))
+                   final_sampled=final.get("success_rate"), final_greedy=final.get("success_rate_greedy"))
     elif target == "digits":
-        row.update(final_accuracy=results["final_eval"]["accuracy"],
-                   best_accuracy=max(p["accuracy"] for p in points if "accuracy" in p))
-    row["curve"] = [{k: p[k] for k in ("step", "episodes", "mean_return", "success_rate", "success_rate_greedy",
+        row.update(final_accuracy=final["accuracy"],
+                   best_accuracy=max(p["accuracy"] for p in points if p["steps"] > 0))
+    row["curve"] = [{k: p[k] for k in ("steps", "episodes", "mean_return", "success_rate", "success_rate_greedy",
                                        "accuracy") if p.get(k) is not None} for p in points]
     return row
 
@@ -113,11 +104,11 @@ def run_target(target: str, seeds: list[int], overrides: dict[str, Any], runs_di
     rows = []
     for preset_name in TARGETS[target]:
         preset = get_preset(preset_name)
+        config = preset.merged(**overrides)
         for seed in seeds:
-            args = Args(preset.env_id, preset=preset_name, seed=seed, runs_dir=runs_dir, progress_bar=False,
-                        checkpoint_freq=0, exp_name=f"{preset_name}-bench", **overrides)
-            print(f"[{target}] {preset_name} seed {seed}: {args.timesteps} steps ...", flush=True)
-            results = run(args)
+            run_dir = Path(runs_dir) / run_name(preset.env_id, f"{preset_name}-bench", seed=seed)
+            print(f"[{target}] {preset_name} seed {seed}: {config.timesteps} steps ...", flush=True)
+            results = AgentRun(config, run_dir, RunOptions(seed=seed, checkpoint_every_s=0)).run()
             row = {"target": target, "preset": preset_name, "seed": seed,
                    "feature_engineering": bool(preset.encoder_kwargs.get("deltas")), **summarise(target, results)}
             rows.append(row)
@@ -196,7 +187,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
             for row in (r for r in target_rows if r["preset"] == preset):
                 curve = row["curve"]
                 if target == "cartpole":
-                    ax.plot([p["step"] for p in curve], [p["mean_return"] for p in curve], label=f"seed {row['seed']}")
+                    ax.plot([p["steps"] for p in curve], [p["mean_return"] for p in curve], label=f"seed {row['seed']}")
                     ax.axhline(CARTPOLE_MAX, color="grey", lw=0.8, ls=":")
                     ax.set(xlabel="environment steps", ylabel="eval mean return (greedy)")
                 elif target == "babyai":
@@ -208,7 +199,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
                     ax.axvspan(*BABYAI_PAPER_EPISODES, color="grey", alpha=0.2, label="paper (RL, 99%)")
                     ax.set(xlabel="training episodes", ylabel="success rate")
                 else:
-                    ax.plot([p["step"] for p in curve], [p["accuracy"] for p in curve], label=f"seed {row['seed']}")
+                    ax.plot([p["steps"] for p in curve], [p["accuracy"] for p in curve], label=f"seed {row['seed']}")
                     ax.set(xlabel="environment steps", ylabel="test-split accuracy")
             ax.set_title(preset)
             ax.legend(fontsize=7)
@@ -250,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "targets": args.targets, "seeds": args.seeds, "overrides": overrides,
         "full_budget": not overrides, "rows": rows, "wall_time_s": wall,
-        "presets": {name: get_preset(name).as_dict() for t in args.targets for name in TARGETS[t]},
+        "presets": {name: get_preset(name).to_dict() for t in args.targets for name in TARGETS[t]},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "total_wall_time_s": time.perf_counter() - started,

@@ -34,6 +34,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from agents.extractors import RL_TRANSFORMER_DEFAULTS
+from agents.config import AgentConfig
 from agents.factory import make_agent
 from lab.io import write_json
 from lab.runtime import count_parameters
@@ -63,15 +64,16 @@ class TorchTransformerExtractor(BaseFeaturesExtractor):
 
 
 def build(variant: str, args: argparse.Namespace) -> Any:
-    common = dict(n_envs=args.n_envs, seed=args.seed, device=args.device, algo_kwargs=json.loads(args.algo_kwargs))
+    base = AgentConfig(args.env_id, "ppo", n_envs=args.n_envs, algo_kwargs=json.loads(args.algo_kwargs))
+    run = dict(seed=args.seed, device=args.device)
     if variant == "mlp":
-        return make_agent("ppo", args.env_id, "mlp", **common)
+        return make_agent(base, **run)
     if variant == "transformer":
-        return make_agent("ppo", args.env_id, "transformer", encoder_kwargs=json.loads(args.encoder_kwargs),
-                          policy_kwargs=json.loads(args.policy_kwargs), **common)
+        return make_agent(base.merged(encoder="transformer", encoder_kwargs=json.loads(args.encoder_kwargs),
+                                      policy_kwargs=json.loads(args.policy_kwargs)), **run)
     if variant == "torch-transformer":
-        policy_kwargs = json.loads(args.policy_kwargs)
-        return make_agent("ppo", args.env_id, TorchTransformerExtractor, policy_kwargs=policy_kwargs, **common)
+        return make_agent(base.merged(encoder=TorchTransformerExtractor, policy_kwargs=json.loads(args.policy_kwargs)),
+                          **run)
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 

@@ -45,6 +45,17 @@ IMAGE_HIGH = np.array(
 )
 
 
+# BabyAI paper (Chevalier-Boisvert et al., ICLR 2019), sample-efficiency table: the minimum number of bot
+# demonstrations (imitation learning, "il") and of training episodes (RL, "rl") to reach 99% success, as
+# (low, high) over their runs. Published numbers for their model and protocol, never measured here.
+PAPER_SOURCE = "BabyAI paper (Chevalier-Boisvert et al., ICLR 2019)"
+PAPER_TARGET = 0.99
+PAPER_99: dict[str, dict[str, tuple[int, int]]] = {
+    "BabyAI-GoToRedBallGrey-v0": {"il": (8_430, 12_400), "rl": (15_900, 17_400)},
+    "BabyAI-GoToRedBall-v0": {"il": (49_700, 62_000), "rl": (261_000, 334_000)},
+    "BabyAI-GoToLocal-v0": {"il": (148_000, 193_000), "rl": (903_000, 1_114_000)},
+}
+
 NUM_ACTIONS = 7  # minigrid's action set: left, right, forward, pickup, drop, toggle, done
 NO_ACTION = NUM_ACTIONS  # the ``prev_actions`` id of slots before the episode start
 
@@ -112,7 +123,10 @@ class BabyAIObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         if self.action_history:  # shift before the observation of the new step is built
             self._prev_actions[1:] = self._prev_actions[:-1].copy()
             self._prev_actions[0] = int(action)
-        return super().step(action)
+        obs, reward, terminated, truncated, info = super().step(action)
+        if terminated or truncated:  # SB3's evaluation and envs.evaluation read success from here
+            info["is_success"] = is_success(reward, terminated)
+        return obs, reward, terminated, truncated, info
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         mission = observation["mission"]
@@ -136,6 +150,14 @@ def make_babyai_env(
     if level not in gym.registry:  # importing minigrid (above) registered every MiniGrid-* and BabyAI-* id
         raise gym.error.NameNotFound(f"{level!r} is not registered; BabyAI ids look like 'BabyAI-GoToRedBallGrey-v0'")
     return BabyAIObservation(gym.make(level, **kwargs), max_len=max_len, action_history=action_history)
+
+
+def is_minigrid(env_or_id: gym.Env | str) -> bool:
+    """Whether an env (or a registered id) is a MiniGrid / BabyAI level, raw or wrapped by the lab."""
+    if isinstance(env_or_id, str):
+        entry = gym.spec(env_or_id).entry_point
+        return isinstance(entry, str) and entry.startswith(("minigrid.", "envs.babyai:"))
+    return type(env_or_id.unwrapped).__module__.startswith("minigrid.")
 
 
 def babyai_levels() -> list[str]:

@@ -17,7 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agents.config import AgentConfig
+from experiments.rl_runs import train_agent
 from experiments.runner import Job
+from experiments.supervised_runs import train_supervised
+from supervised.digits import DigitsConfig, DigitsDataConfig, DigitsNetConfig
 
 ENV_ID = "lab/DigitsBandit-v0"
 NUM_CLASSES = 10
@@ -60,25 +64,13 @@ class DigitsBudget:
             raise ValueError(f"one stride per stage: channels {self.channels} vs strides {self.strides}")
 
 
-def net_config(budget: DigitsBudget):
-    from supervised.digits import DigitsNetConfig
-
+def net_config(budget: DigitsBudget) -> DigitsNetConfig:
     return DigitsNetConfig(channels=tuple(budget.channels), strides=tuple(budget.strides), norm="group",
                            dropout=0.0)
 
 
-def conv_encoder_kwargs(budget: DigitsBudget) -> dict[str, Any]:
-    """``ConvExtractor`` options that give exactly the supervised net's conv body (see the module docstring)."""
-    c = net_config(budget).conv_config()
-    return dict(channels=list(c.channels), strides=list(c.strides), kernel_size=c.kernel_size,
-                plain_stem=c.plain_stem, norm=c.norm, activation=c.activation)
-
-
 def supervised_job(exp: str, variant: str, seed: int, budget: DigitsBudget, optimizer: str | None = None,
                    lr: float | None = None) -> Job:
-    from experiments.supervised_runs import train_supervised
-    from supervised.digits import DigitsConfig, DigitsDataConfig
-
     config = DigitsConfig(model=net_config(budget), data=DigitsDataConfig(shift=0))
     steps = max(1, budget.samples // BATCH_SIZE)
     train = replace(config.train, max_steps=steps, eval_every=max(1, budget.eval_every // BATCH_SIZE),
@@ -92,8 +84,6 @@ def supervised_job(exp: str, variant: str, seed: int, budget: DigitsBudget, opti
 
 def rl_job(exp: str, variant: str, algo: str, seed: int, budget: DigitsBudget, optimizer: str | None = None,
            lr: float | None = None, weight_decay: float = 0.0) -> Job:
-    from experiments.rl_runs import train_agent
-
     if algo == "ppo":
         # 16 envs x 64 steps = 1024 samples per rollout, 4 epochs of batch 256: 16 gradient steps per 1024
         # samples, as many as the supervised run takes (batch 64, one pass). lr 1e-3 (Adam's registry default)
@@ -108,12 +98,14 @@ def rl_job(exp: str, variant: str, algo: str, seed: int, budget: DigitsBudget, o
     # ortho_init "heads": the conv body keeps the lab's own (Kaiming) init, as in the supervised net; SB3's
     # orthogonal init goes to the heads only. Linear heads on the extractor (net_arch empty), like the
     # supervised net's single linear head.
-    agent = dict(algo=algo, env_id=ENV_ID, encoder="conv", n_envs=N_ENVS, lr=lr, optimizer=optimizer,
-                 weight_decay=weight_decay, encoder_kwargs=conv_encoder_kwargs(budget), algo_kwargs=algo_kwargs,
-                 policy_kwargs=dict(net_arch=dict(pi=[], vf=[])), ortho_init="heads")
-    return Job(f"{exp}/{variant}/seed{seed}", train_agent, dict(
-        variant=variant, seed=seed, timesteps=budget.samples, agent=agent, eval_every=budget.eval_every,
-        log_every=min(1000, budget.samples)), cost=budget.samples / 400)
+    # The supervised net's own ConvNetConfig: the same conv body, layer for layer (the module docstring).
+    config = AgentConfig(ENV_ID, algo, "conv", encoder_kwargs=dict(config=net_config(budget).conv_config()),
+                         n_envs=N_ENVS, lr=lr, optimizer=optimizer, weight_decay=weight_decay, algo_kwargs=algo_kwargs,
+                         policy_kwargs=dict(net_arch=dict(pi=[], vf=[])), ortho_init="heads",
+                         timesteps=budget.samples, eval_freq=budget.eval_every)
+    return Job(f"{exp}/{variant}/seed{seed}", train_agent,
+               dict(variant=variant, seed=seed, config=config, log_every=min(1000, budget.samples)),
+               cost=budget.samples / 400, resumable=True)
 
 
 def jobs(budget: DigitsBudget, seeds: list[int], exp: str = "digits") -> list[Job]:

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from agents.finetune import STRATEGIES as KNOWN
 from experiments import imitation
+from experiments.baselines import untrained_bc_job
+from experiments.bc import train_bc
 from experiments.runner import Job
 
 STRATEGIES = ("frozen", "top", "discriminative", "full", "scratch")
@@ -62,8 +65,6 @@ class FinetuneBudget:
         return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
     def check(self) -> None:
-        from agents.finetune import STRATEGIES as KNOWN
-
         unknown = [s for s in self.strategies if s not in KNOWN]
         if unknown or not self.strategies:
             raise ValueError(f"strategies must be a non-empty subset of {', '.join(KNOWN)}; got {self.strategies}")
@@ -77,9 +78,6 @@ class FinetuneBudget:
 
 
 def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> list[Job]:
-    from experiments.baselines import untrained_bc_job
-    from experiments.bc import train_bc
-
     base = budget.imitation_budget()
     demos = imitation.demos_job(exp, base)
     out = [demos]

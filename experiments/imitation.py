@@ -20,17 +20,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agents.config import AgentConfig
+from agents.presets import PRESETS
+from envs.babyai import PAPER_99, PAPER_TARGET
+from envs.registration import BABYAI_LEVELS
+from experiments.baselines import untrained_bc_job
+from experiments.bc import collect, train_bc
+from experiments.rl_runs import train_agent
 from experiments.runner import Job
+from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig, BCEvalConfig, BCModelConfig
 
-LEVELS = ("BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0")
-# BabyAI paper (Chevalier-Boisvert et al., ICLR 2019), sample efficiency: minimum demonstrations (IL) and
-# episodes (RL) for 99% success, as ranges over their runs. Published numbers, not measured here.
-PAPER = {
-    "BabyAI-GoToRedBallGrey-v0": {"il": (8_430, 12_400), "rl": (15_900, 17_400)},
-    "BabyAI-GoToRedBall-v0": {"il": (49_700, 62_000), "rl": (261_000, 334_000)},
-    "BabyAI-GoToLocal-v0": {"il": (148_000, 193_000), "rl": (903_000, 1_114_000)},
-}
-TARGET = 0.99  # the paper's success threshold
+LEVELS = BABYAI_LEVELS  # the BabyAI paper's levels registered under lab/
+PAPER = PAPER_99  # the BabyAI paper's demos (IL) / episodes (RL) to 99% success, per level
+TARGET = PAPER_TARGET  # the paper's success threshold
 HEADLINE = ("final success rate", f"minimum demonstrations to {TARGET:.0%} success",
             f"training episodes to {TARGET:.0%} success")
 READOUTS = ("flat", "cls")
@@ -87,10 +89,8 @@ class ImitationBudget:
             raise ValueError(f"unknown rl_readout {self.rl_readout!r}; choose one of {', '.join(READOUTS)}")
 
 
-def bc_config(budget: ImitationBudget, num_demos: int, seed: int):
+def bc_config(budget: ImitationBudget, num_demos: int, seed: int) -> BabyAIBCConfig:
     """``babyai_bc``'s own recipe (model, optimizer, action history) with the budget's steps and evaluation."""
-    from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig, BCEvalConfig
-
     config = BabyAIBCConfig()
     train = replace(config.train, max_steps=budget.bc_steps, log_every=min(10, budget.bc_steps), seed=seed,
                     quiet=True, device="cpu", num_threads=1)
@@ -100,51 +100,41 @@ def bc_config(budget: ImitationBudget, num_demos: int, seed: int):
     return replace(config, train=train, data=data, eval=evaluation)
 
 
-def ppo_agent(budget: Any, rl_steps: int, readout: str) -> dict[str, Any]:
-    """``make_agent`` arguments: the agents' BabyAI PPO recipe with behaviour cloning's fusion encoder.
+def ppo_config(budget: Any, rl_steps: int, readout: str) -> AgentConfig:
+    """The agents' BabyAI PPO recipe with behaviour cloning's fusion encoder (its TransformerConfig itself).
 
     ``readout="flat"``: the recipe's MLP heads (64) on the CLS + image-cell states; ``"cls"``: linear action and
-    value heads on the CLS state, the cloned policy's own architecture (its head then loads too).
+    value heads on the CLS state, the cloned policy's own architecture (its head then loads too). Evaluated like
+    behaviour cloning: the same fresh episodes, 100 lockstep envs, sampled actions unless ``budget.greedy``.
     """
-    from agents.presets import PRESETS
-    from supervised.babyai_bc import BCDataConfig, BCModelConfig
-
-    model, data = BCModelConfig(), BCDataConfig()
-    encoder = dict(d_model=model.d_model, num_heads=model.num_heads, num_layers=model.num_layers,
-                   dim_feedforward=model.dim_feedforward, dropout=model.dropout, activation=model.activation,
-                   pooling="flat" if readout == "flat" else model.pooling)
+    model = BCModelConfig()
     preset = PRESETS["babyai-gotoredballgrey"]
     n_steps = max(1, min(preset.algo_kwargs["n_steps"], rl_steps // preset.n_envs))
     algo_kwargs = dict(n_steps=n_steps, batch_size=min(preset.algo_kwargs["batch_size"], n_steps * preset.n_envs))
-    overrides = dict(env_id=f"lab/{budget.level}", encoder_kwargs=encoder, algo_kwargs=algo_kwargs,
-                     env_kwargs=dict(action_history=data.action_history))
-    agent = preset.agent_kwargs(**overrides)
-    agent["encoder_kwargs"] = encoder  # all of the encoder is behaviour cloning's, none of the preset's
-    if readout == "cls":
-        agent["policy_kwargs"] = {**agent["policy_kwargs"], "net_arch": dict(pi=[], vf=[])}
-    return agent
+    policy_kwargs = dict(net_arch=dict(pi=[], vf=[])) if readout == "cls" else {}
+    config = preset.merged(env_id=f"lab/{budget.level}", algo_kwargs=algo_kwargs, policy_kwargs=policy_kwargs,
+                           env_kwargs=dict(action_history=BCDataConfig().action_history), timesteps=rl_steps,
+                           eval_freq=budget.eval_every, eval_episodes=budget.eval_episodes,
+                           eval_actions="greedy" if budget.greedy else "sampled", name="", reference="")
+    # all of the encoder is behaviour cloning's, none of the preset's
+    encoder = dict(config=model.transformer_config(), pooling="flat" if readout == "flat" else model.pooling)
+    return replace(config, encoder_kwargs=encoder)
 
 
 def rl_job(exp: str, budget: Any, seed: int, readout: str, variant: str = "ppo", finetune: str | None = None,
            pretrained_from: str | None = None, load_head: bool = False) -> Job:
     """A PPO run of the budget (``finetune``: a strategy of ``agents.finetune`` for a pretrained encoder)."""
-    from experiments.rl_runs import train_agent
-
-    agent = ppo_agent(budget, budget.rl_steps, readout)
+    config = ppo_config(budget, budget.rl_steps, readout)
     if finetune is not None:
-        agent["finetune"] = finetune
+        config = config.merged(finetune=finetune)
     return Job(f"{exp}/{variant}/seed{seed}", train_agent,
-               dict(variant=variant, seed=seed, timesteps=budget.rl_steps, agent=agent,
-                    pretrained_from=pretrained_from, load_head=load_head, eval_every=budget.eval_every,
-                    eval_episodes=budget.eval_episodes, greedy_eval=budget.greedy,
+               dict(variant=variant, seed=seed, config=config, pretrained_from=pretrained_from, load_head=load_head,
                     log_every=min(2048, budget.rl_steps)),
                deps=(pretrained_from,) if pretrained_from else (),
-               cost=budget.rl_steps / 100 + 3 * budget.rl_steps / budget.eval_every)
+               cost=budget.rl_steps / 100 + 3 * budget.rl_steps / budget.eval_every, resumable=True)
 
 
 def demos_job(exp: str, budget: ImitationBudget) -> Job:
-    from experiments.bc import collect
-
     count = max(budget.demo_counts)
     return Job(f"{exp}/demos", collect, dict(level=budget.level, episodes=count, demos_dir=budget.demos_dir),
                label=f"{exp}/demos ({count} bot demonstrations)", cost=count / 150)
@@ -160,9 +150,6 @@ def bc_variant(n: int) -> str:
 
 
 def jobs(budget: ImitationBudget, seeds: list[int], exp: str = "imitation") -> list[Job]:
-    from experiments.baselines import untrained_bc_job
-    from experiments.bc import train_bc
-
     demos = demos_job(exp, budget)
     out = [demos]
     for seed in seeds:

@@ -22,6 +22,7 @@ from torch import nn
 from experiments.runner import Report
 from supervised.logger import RunLogger
 from supervised.task import Task
+from supervised.train import task_for
 from supervised.trainer import RunDirectoryExistsError, Trainer, evaluate
 
 
@@ -86,8 +87,6 @@ def train_supervised(run_dir: Path, report: Report | None, deps: dict[str, dict[
     ``config`` is an experiment config of one of ``supervised.train.TASKS`` (its ``train.seed`` must be
     ``seed``); ``deps`` is unused (supervised runs depend on nothing).
     """
-    from supervised.train import task_for
-
     if config.train.seed != seed:
         raise ValueError(f"config.train.seed {config.train.seed} != seed {seed}")
     task = task_for(config)

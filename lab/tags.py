@@ -28,12 +28,22 @@ ACCURACY = "eval/accuracy"  # test-split accuracy (labels) or bandit accuracy (r
 VAL_ACCURACY = "eval/val_accuracy"
 SUCCESS_RATE = "eval/success_rate"
 MEAN_RETURN = "eval/mean_return"
+SUCCESS_RATE_GREEDY = SUCCESS_RATE + "_greedy"  # argmax actions, next to the sampled headline (BabyAI reports both)
+MEAN_RETURN_GREEDY = MEAN_RETURN + "_greedy"
 
 # Counts that make "labels consumed" vs "reward signals consumed" comparable.
 LABELS_SEEN = "charts/labels_seen"
 REWARDS_SEEN = "charts/rewards_seen"
 EPISODES_SEEN = "charts/episodes_seen"
 WALL_TIME = "charts/wall_time_s"
+
+
+# The one table from an evaluation's result keys (supervised final metrics, RL evaluation points) to tags.
+EVAL_TAGS = {
+    "accuracy": ACCURACY, "success_rate": SUCCESS_RATE, "mean_return": MEAN_RETURN,
+    "success_rate_greedy": SUCCESS_RATE_GREEDY, "mean_return_greedy": MEAN_RETURN_GREEDY,
+    "episodes": EPISODES_SEEN, "wall_time_s": WALL_TIME,
+}
 
 
 def hparams_markdown(hparams: dict) -> str:

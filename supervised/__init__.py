@@ -7,11 +7,8 @@ from supervised.babyai_bc import (
     BCEvalConfig,
     BCModelConfig,
     BCPolicy,
-    EpisodeResult,
-    RolloutResult,
     evaluate_checkpoint,
     evaluate_policy,
-    evaluation_seeds,
     load_bc_policy,
 )
 from supervised.checkpoint import load_checkpoint, resolve_checkpoint

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import difflib
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from envs.babyai import NUM_ACTIONS, babyai_levels, is_success, make_babyai_env
+from envs.babyai import NUM_ACTIONS, PAPER_99, PAPER_SOURCE, babyai_levels, make_babyai_env
 from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
-from envs.demos import DemoSet, collect_demos, episode_seed, load_demos, read_manifest
+from envs.demos import DemoSet, collect_demos, load_demos, read_manifest
+from envs.evaluation import EVAL_SEED, RolloutResult, evaluate, logits_actor
 from envs.tokenizer import DEFAULT_MAX_LEN, PAD_ID
 from lab import tags
 from lab.fusion import FusionConfig, FusionTransformer
@@ -50,16 +50,7 @@ from supervised.checkpoint import load_checkpoint, resolve_checkpoint
 from supervised.configs import ConfigError, TrainConfig, config_from_dict
 from supervised.task import Evaluate, InMemoryDataset, Task, TaskData
 
-EVAL_SEED = 1_000_003  # base seed of evaluation episodes: far from the small demo base seeds (0, 1, 2, ...)
 ENCODER_FILE, HEAD_FILE, ROLLOUTS_FILE = "encoder.pt", "head.pt", "rollouts.json"
-# BabyAI paper (Chevalier-Boisvert et al., ICLR 2019), sample-efficiency table: demonstrations of the bot that
-# imitation learning needed for 99% success (range over their runs). A reference, not our protocol or model.
-PAPER_DEMOS_FOR_99 = {
-    "BabyAI-GoToRedBallGrey-v0": (8_430, 12_400),
-    "BabyAI-GoToRedBall-v0": (49_700, 62_000),
-    "BabyAI-GoToLocal-v0": (148_000, 193_000),
-}
-
 Policy = Callable[[dict[str, Tensor]], Tensor]  # stacked observations -> action logits (B, 7)
 
 
@@ -185,16 +176,16 @@ def check_level(level: str) -> None:
     levels = babyai_levels()
     if level not in levels:
         close = difflib.get_close_matches(level, levels, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(sorted(PAPER_DEMOS_FOR_99))}"
+        hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(sorted(PAPER_99))}"
         raise ValueError(f"unknown BabyAI level {level!r} ({len(levels)} BabyAI-* ids are registered); {hint}")
 
 
 def paper_reference(level: str) -> dict[str, Any] | None:
     """The BabyAI paper's demo counts for 99% success on ``level`` (None when the paper has none)."""
-    if level not in PAPER_DEMOS_FOR_99:
+    if level not in PAPER_99:
         return None
-    low, high = PAPER_DEMOS_FOR_99[level]
-    return {"source": "BabyAI paper (Chevalier-Boisvert et al., ICLR 2019), imitation learning from the bot",
+    low, high = PAPER_99[level]["il"]
+    return {"source": f"{PAPER_SOURCE}, imitation learning from the bot",
             "quantity": "demonstrations needed for 99% success", "demos_low": low, "demos_high": high}
 
 
@@ -236,74 +227,11 @@ class BCPolicy(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-@dataclass(frozen=True)
-class EpisodeResult:
-    seed: int  # reset seed of the episode
-    success: bool  # envs.babyai.is_success of its last step
-    length: int  # steps taken (the level's max_steps when it timed out)
-    reward: float  # return (BabyAI pays once, at success: 1 - 0.9 * length / max_steps)
-    actions: tuple[int, ...]  # the policy's actions, in order
-
-
-@dataclass(frozen=True)
-class RolloutResult:
-    """Every episode of one evaluation, in seed order, and the numbers over them."""
-
-    level: str
-    greedy: bool
-    episodes: tuple[EpisodeResult, ...]
-    skipped_seeds: int  # evaluation seeds of the rule left out because they were excluded (demo seeds)
-    wall_time_s: float
-
-    @property
-    def success_rate(self) -> float:
-        return float(np.mean([e.success for e in self.episodes]))
-
-    @property
-    def success_stderr(self) -> float:
-        """Binomial standard error of the success rate."""
-        p = self.success_rate
-        return math.sqrt(p * (1 - p) / len(self.episodes))
-
-    @property
-    def mean_length(self) -> float:
-        return float(np.mean([e.length for e in self.episodes]))
-
-    @property
-    def mean_return(self) -> float:
-        return float(np.mean([e.reward for e in self.episodes]))
-
-    @property
-    def failed_seeds(self) -> list[int]:
-        return [e.seed for e in self.episodes if not e.success]
-
-    def metrics(self) -> dict[str, float]:
-        return {"success_rate": self.success_rate, "success_rate_stderr": self.success_stderr,
-                "mean_length": self.mean_length, "mean_return": self.mean_return,
-                "eval_episodes": len(self.episodes), "eval_wall_time_s": self.wall_time_s}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "greedy": self.greedy, **self.metrics(), "skipped_seeds": self.skipped_seeds,
-                "episodes": [asdict(e) for e in self.episodes]}
-
-
-def evaluation_seeds(episodes: int, base_seed: int = EVAL_SEED, exclude: Iterable[int] = ()) -> tuple[list[int], int]:
-    """The reset seeds ``episode_seed(base_seed, i)``, i = 0, 1, ..., that are not in ``exclude``, until there
-    are ``episodes`` of them; returns ``(seeds, number skipped)``."""
-    excluded, seeds, index = set(exclude), [], 0
-    while len(seeds) < episodes:
-        seed = episode_seed(base_seed, index)
-        index += 1
-        if seed not in excluded:
-            seeds.append(seed)
-    return seeds, index - episodes
-
-
 @torch.no_grad()
 def evaluate_policy(policy: Policy, level: str, episodes: int = 500, *, action_history: int | None = None,
                     seed: int = EVAL_SEED, exclude_seeds: Iterable[int] = (), greedy: bool = True,
                     num_envs: int = 500) -> RolloutResult:
-    """Play ``episodes`` fresh episodes of ``level`` with ``policy`` and return every episode's result.
+    """Play ``episodes`` fresh episodes of ``level`` with ``policy`` (:func:`envs.evaluation.evaluate`'s protocol).
 
     Args:
         policy: a module or function mapping stacked observations (see :class:`BCPolicy`; tensors on the
@@ -316,69 +244,26 @@ def evaluate_policy(policy: Policy, level: str, episodes: int = 500, *, action_h
         greedy: argmax actions; False samples from the softmax of the logits.
         num_envs: envs stepped in lockstep, one batched forward per step; episodes run in groups of this many.
     """
-    if episodes < 1 or num_envs < 1:
-        raise ValueError(f"episodes and num_envs must be >= 1, got {episodes} and {num_envs}")
     k = getattr(policy, "action_history", 0) if action_history is None else action_history
-    excluded = set(exclude_seeds)
-    seeds, skipped = evaluation_seeds(episodes, seed, excluded)
-    if excluded.intersection(seeds):  # unreachable unless evaluation_seeds breaks; the protocol depends on it
-        raise AssertionError("evaluation seeds overlap the excluded (demo) seeds")
-    device = _device_of(policy)
-    generator = None if greedy else torch.Generator().manual_seed(seed)
+    parameters = policy.parameters() if isinstance(policy, nn.Module) else iter(())
+    device = next((p.device for p in parameters), torch.device("cpu"))
+
+    def logits(batch: dict[str, Tensor]) -> Tensor:
+        out = policy(batch)
+        if out.shape != (len(batch["direction"]), NUM_ACTIONS):
+            raise ValueError(f"the policy must return logits of shape (batch, {NUM_ACTIONS}), got {tuple(out.shape)}")
+        return out
+
     was_training = isinstance(policy, nn.Module) and policy.training
     if isinstance(policy, nn.Module):
         policy.eval()
-    envs = [make_babyai_env(level, action_history=k) for _ in range(min(num_envs, episodes))]
-    start, results = time.perf_counter(), []
     try:
-        for first in range(0, episodes, len(envs)):
-            results += _play_lockstep(policy, envs, seeds[first:first + len(envs)], device, generator)
+        return evaluate(lambda: make_babyai_env(level, action_history=k), logits_actor(logits, greedy, seed, device),
+                        episodes, seed=seed, exclude_seeds=exclude_seeds, num_envs=num_envs, greedy=greedy,
+                        env_id=level)
     finally:
-        for env in envs:
-            env.close()
         if isinstance(policy, nn.Module):
             policy.train(was_training)
-    return RolloutResult(level, greedy, tuple(results), skipped, time.perf_counter() - start)
-
-
-def _play_lockstep(policy: Policy, envs: Sequence[Any], seeds: Sequence[int], device: torch.device,
-                   generator: torch.Generator | None) -> list[EpisodeResult]:
-    """One episode per seed on ``envs[:len(seeds)]``; each step, one forward over the envs still running."""
-    observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
-    actions: list[list[int]] = [[] for _ in seeds]
-    returns, success = [0.0] * len(seeds), [False] * len(seeds)
-    active = list(range(len(seeds)))
-    while active:
-        batch = {key: torch.as_tensor(np.stack([observations[i][key] for i in active])).to(device)
-                 for key in observations[active[0]]}
-        chosen = _choose(policy(batch), len(active), generator)
-        running = []
-        for i, action in zip(active, chosen):
-            obs, reward, terminated, truncated, _ = envs[i].step(action)
-            actions[i].append(action)
-            returns[i] += float(reward)
-            if terminated or truncated:
-                success[i] = is_success(reward, terminated)
-            else:
-                observations[i] = obs
-                running.append(i)
-        active = running
-    return [EpisodeResult(s, success[i], len(actions[i]), returns[i], tuple(actions[i])) for i, s in enumerate(seeds)]
-
-
-def _device_of(policy: Policy) -> torch.device:
-    """Where the observations go: the device of the module's first parameter, else the CPU."""
-    parameters = policy.parameters() if isinstance(policy, nn.Module) else iter(())
-    return next((p.device for p in parameters), torch.device("cpu"))
-
-
-def _choose(logits: Tensor, batch: int, generator: torch.Generator | None) -> list[int]:
-    if logits.shape != (batch, NUM_ACTIONS):
-        raise ValueError(f"the policy must return logits of shape ({batch}, {NUM_ACTIONS}), got {tuple(logits.shape)}")
-    if generator is None:
-        return logits.argmax(dim=-1).tolist()
-    probs = torch.softmax(logits.float().cpu(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------- data

@@ -12,6 +12,7 @@ import supervised.babyai_bc as bc
 from envs.babyai import NUM_ACTIONS, make_babyai_env
 from envs.babyai_fusion import babyai_modalities
 from envs.demos import collect_demos, episode_seed, load_demos
+from envs.evaluation import evaluation_seeds
 from lab import tags
 from lab.fusion import FusionConfig, FusionTransformer
 from supervised.babyai_bc import (
@@ -23,7 +24,6 @@ from supervised.babyai_bc import (
     demo_dataset,
     evaluate_checkpoint,
     evaluate_policy,
-    evaluation_seeds,
     load_bc_policy,
 )
 from supervised.logger import read_metrics

@@ -1,0 +1,93 @@
+"""The resume checkpoint of an RL run: one file, written atomically, from which training continues.
+
+It holds the model zip (policy, optimizer state, step and update counters, the last observations and episode
+buffers SB3 keeps), the training envs themselves when they live in this process (``DummyVecEnv``: every
+episode in progress continues where it was), the ``VecNormalize`` statistics, the torch / numpy / Python random
+states and the run's own counters (the evaluation curve so far, episodes, wall time). Taken only between two
+rollouts, after an update, so no half-filled rollout buffer needs saving.
+
+What is bit-identical after a resume (CPU, the same versions): with ``vec_env="dummy"`` everything - the
+remaining updates, every later evaluation, the final model and results.json's numbers (wall times aside).
+With ``vec_env="subproc"`` the envs live in other processes and cannot be saved: the resumed run resets them
+(seeded ``seed + steps so far``), so the episodes in progress at the checkpoint are lost and later numbers
+differ from an uninterrupted run's; results.json lists each resume and whether it was exact.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+from lab.io import atomic_write
+
+CHECKPOINT_FILE = "resume.pkl"
+FORMAT = 1
+
+
+class DamagedCheckpointError(ValueError):
+    """A resume checkpoint that cannot be read (truncated, not a checkpoint, another format)."""
+
+
+def save_checkpoint(path: Path, model: BaseAlgorithm, run_state: dict[str, Any]) -> Path:
+    """Write the checkpoint of ``model`` and the run's ``run_state`` to ``path`` (atomically)."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    env = model.get_env()
+    stats = model.get_vec_normalize_env()
+    base = stats.venv if stats is not None else env
+    payload = {
+        "format": FORMAT,
+        "model": buffer.getvalue(),
+        "env": cloudpickle.dumps(base) if isinstance(base, DummyVecEnv) else None,
+        "vecnormalize": pickle.dumps(stats) if stats is not None else None,  # VecNormalize pickles without its venv
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
+                "action_space": model.action_space.np_random.bit_generator.state},
+        "run": run_state,
+    }
+    return atomic_write(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents; a damaged file raises :class:`DamagedCheckpointError` naming it."""
+    try:
+        with open(path, "rb") as f:
+            payload = pickle.load(f)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - truncated or garbage files fail in many ways inside pickle
+        raise DamagedCheckpointError(f"{path} is damaged and cannot be resumed from ({type(error).__name__}: "
+                                     f"{error}); start the run again") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DamagedCheckpointError(f"{path} is not a resume checkpoint of this version of the lab")
+    return payload
+
+
+def restore_model(payload: dict[str, Any], algo_class: type[BaseAlgorithm], make_env: Any, device: Any,
+                  reset_seed: int) -> tuple[BaseAlgorithm, bool]:
+    """``(model, exact)``: the model with its envs (the saved ones when there are, else fresh ones from
+    ``make_env()`` reset with ``reset_seed``) and the random states of the moment the checkpoint was taken."""
+    exact = payload["env"] is not None
+    env: VecEnv = cloudpickle.loads(payload["env"]) if exact else make_env()
+    if payload["vecnormalize"] is not None:
+        stats: VecNormalize = pickle.loads(payload["vecnormalize"])
+        stats.set_venv(env)
+        env = stats
+    # force_reset=False keeps the last observations of the saved envs; fresh envs are reset by learn(). load()
+    # reseeds every generator: the saved states are restored below.
+    model = algo_class.load(io.BytesIO(payload["model"]), env=env, device=device, force_reset=not exact)
+    if not exact:
+        model.set_random_seed(reset_seed)
+    rng = payload["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["random"])
+    model.action_space.np_random.bit_generator.state = rng["action_space"]
+    return model, exact

@@ -1,0 +1,110 @@
+"""Scoring SB3 agents with the lab's one evaluation protocol (:mod:`envs.evaluation`).
+
+- classification bandits (``lab/DigitsBandit-v0``, ...): exact greedy accuracy on the whole *test* split, in one
+  batch (the same meaning as a supervised test accuracy);
+- every other env: fresh episodes reset with the seeds ``episode_seed(EVAL_SEED, i)``, played in lockstep, with
+  greedy (argmax) and / or sampled actions. BabyAI levels are thereby scored on exactly the episodes and action
+  rule behaviour cloning is (``supervised.babyai_bc.evaluate_policy``).
+
+Sampled actions come from a generator of the evaluation's own (discrete actions: the policy's logits;
+otherwise SB3's ``predict`` inside a forked torch random state), so an evaluation never changes the global
+random state and so never changes how training continues. A ``VecNormalize``-d agent sees its observations
+normalised with the training statistics of the moment.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from agents.config import AgentConfig
+from envs.babyai import is_minigrid
+from envs.bandit import ClassificationBanditEnv
+from envs.evaluation import EVAL_SEED, Act, bandit_accuracy, evaluate, logits_actor
+from envs.make import make_env
+
+
+class Evaluator:
+    """``evaluator(model) -> metrics`` for the env of ``config`` (module docstring).
+
+    ``actions``: ``config.eval_actions``, or "both" on BabyAI (sampled headline, as the BabyAI paper counts,
+    and ``*_greedy`` keys) and "greedy" elsewhere. ``metric`` names the headline key: ``accuracy`` (bandits),
+    ``success_rate`` (envs that report success) or ``mean_return``.
+    """
+
+    def __init__(self, config: AgentConfig, seed: int = EVAL_SEED) -> None:
+        self.env_id, self.env_kwargs, self.seed = config.env_id, dict(config.env_kwargs), seed
+        self.episodes, self.num_envs = config.eval_episodes, min(config.eval_envs, config.eval_episodes)
+        probe = make_env(config.env_id, **self.env_kwargs)
+        self.test_split: Any = None
+        if isinstance(probe.unwrapped, ClassificationBanditEnv):
+            self.kind, self.metric = "bandit", "accuracy"
+            self.test_split = make_env(config.env_id, **{**self.env_kwargs, "split": "test"})
+        elif is_minigrid(probe):
+            self.kind, self.metric = "babyai", "success_rate"
+        else:
+            self.kind, self.metric = "control", "mean_return"
+        probe.close()
+        self.actions = "greedy" if self.kind == "bandit" else (
+            config.eval_actions or ("both" if self.kind == "babyai" else "greedy"))
+
+    def __call__(self, model: BaseAlgorithm) -> dict[str, float]:
+        policy = model.policy
+        was_training = policy.training
+        policy.set_training_mode(False)
+        try:
+            if self.kind == "bandit":
+                return bandit_accuracy(sb3_actor(model, greedy=True, seed=self.seed), self.test_split)
+            out = self._episodes(model, greedy=self.actions == "greedy")
+            if self.actions == "both":
+                greedy = self._episodes(model, greedy=True)
+                out.update({f"{key}_greedy": greedy[key] for key in ("mean_return", "success_rate") if key in greedy})
+            return out
+        finally:
+            policy.set_training_mode(was_training)
+
+    def _episodes(self, model: BaseAlgorithm, greedy: bool) -> dict[str, float]:
+        result = evaluate(lambda: make_env(self.env_id, **self.env_kwargs), sb3_actor(model, greedy, self.seed),
+                          self.episodes, seed=self.seed, num_envs=self.num_envs, greedy=greedy, env_id=self.env_id)
+        metrics = result.metrics()
+        metrics.pop("eval_wall_time_s")  # the run's clock accounts for evaluation time itself
+        if "success_rate" not in metrics and self.metric == "success_rate":
+            raise ValueError(f"{self.env_id} did not report info['is_success'] at episode ends")
+        return metrics
+
+    def close(self) -> None:
+        if self.test_split is not None:
+            self.test_split.close()
+
+
+def sb3_actor(model: BaseAlgorithm, greedy: bool, seed: int) -> Act:
+    """Batched actions of an SB3 model on raw env observations (see the module docstring)."""
+    policy = model.policy
+    stats = model.get_vec_normalize_env()
+    normalize: Callable[[Any], Any] = stats.normalize_obs if stats is not None else (lambda obs: obs)
+    if isinstance(model.action_space, spaces.Discrete) and hasattr(policy, "get_distribution"):
+        def logits(observations: Any) -> torch.Tensor:
+            return policy.get_distribution(policy.obs_to_tensor(normalize(observations))[0]).distribution.logits
+
+        return logits_actor(logits, greedy, seed, device=None)
+    state = _seeded_rng_state(seed)
+
+    def act(observations: Any) -> np.ndarray:
+        nonlocal state
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(state)
+            actions = model.predict(normalize(observations), deterministic=greedy)[0]
+            state = torch.get_rng_state()
+        return actions
+
+    return act
+
+
+def _seeded_rng_state(seed: int) -> torch.Tensor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.get_rng_state()

@@ -1,0 +1,297 @@
+"""The lab's one RL run routine: train an :class:`agents.config.AgentConfig` into one run directory.
+
+``agents.train`` (the CLI), the experiments and the benchmarks all run agents through :class:`AgentRun`; the
+experiments subclass it through its hooks (:meth:`AgentRun.on_progress`, :meth:`AgentRun.extra_record`), as they
+subclass the supervised ``Trainer``. A run writes into ``run_dir``:
+
+- TensorBoard events (SB3's keys and the lab's shared tags, keyed by environment steps; hyperparameters as a
+  markdown table) and ``progress.csv`` (``progress.resume<N>.csv`` after the N-th resume);
+- ``resume.pkl`` (:mod:`agents.checkpoint`), every ``checkpoint_every_s`` seconds and when a stop is requested,
+  always between two rollouts; removed when the run has finished;
+- at the end, ``model.zip`` (atomically, ``VecNormalize`` statistics beside it) and then ``results.json``: a
+  run directory without ``results.json`` is unfinished, whatever else it holds.
+
+Evaluation (:class:`agents.evaluation.Evaluator`) happens before training (the untrained policy, step 0), every
+``config.eval_freq`` environment steps and after training. ``eval_between_rollouts=False`` evaluates as SB3's
+``EvalCallback`` does (in the middle of a rollout, when the step count reaches a multiple of the interval);
+``True`` only between rollouts, so each point scores the policy after every update that used the samples counted
+so far (what the experiments plot). Evaluations never touch the global random state, and their time is not
+counted as training wall time.
+
+Stopping: :meth:`AgentRun.request_stop` (e.g. from a signal handler) lets the current rollout and its update
+finish, checkpoints, and makes :meth:`AgentRun.run` raise :class:`RunInterrupted`; ``AgentRun.resume(run_dir)``
+continues it (what is bit-identical after a resume: :mod:`agents.checkpoint`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import CSVOutputFormat, configure
+
+from agents.callbacks import LabTagsCallback, save_model_atomic, tensorboard_writer
+from agents.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore_model, save_checkpoint
+from agents.config import AgentConfig
+from agents.evaluation import Evaluator
+from agents.factory import ALGORITHMS, VEC_ENVS, make_agent
+from envs.make import make_env
+from lab import tags
+from lab.io import write_json
+from lab.runtime import count_parameters, select_device
+from lab.tags import hparams_markdown
+
+RESULTS_FILE = "results.json"
+MODEL_FILE = "model.zip"
+
+
+class RunInterrupted(Exception):
+    """A run stopped on request after checkpointing; ``AgentRun.resume(run_dir)`` continues it."""
+
+    def __init__(self, run_dir: Path, steps: int, total: int) -> None:
+        super().__init__(f"stopped at {steps:,} of {total:,} environment steps; checkpoint in {run_dir}")
+        self.run_dir, self.steps, self.total = run_dir, steps, total
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How a run trains besides its AgentConfig (saved in the checkpoint, so a resume runs the same way)."""
+
+    seed: int = 1
+    device: str = "auto"
+    eval_between_rollouts: bool = False
+    checkpoint_every_s: float = 300.0  # a crash loses at most ~5 minutes (and the rollout in progress)
+    log_every: int = 1000  # the lab's training tags at most once per this many environment steps
+    progress_bar: bool = False
+    verbose: int = 0
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra rows of the hyperparameter table
+
+
+class AgentRun:
+    """One RL run (module docstring). Construct, then :meth:`run`; or :meth:`resume` an interrupted one."""
+
+    def __init__(self, config: AgentConfig, run_dir: str | Path, options: RunOptions | None = None, *,
+                 pretrained: Any = None, pretrained_head: Any = None) -> None:
+        self.config, self.run_dir, self.options = config, Path(run_dir), options or RunOptions()
+        self.pretrained, self.pretrained_head = pretrained, pretrained_head
+        self._checkpoint: dict[str, Any] | None = None  # set by resume()
+        self._stop_requested = False
+        self.model: BaseAlgorithm | None = None
+        self.evaluator: Evaluator | None = None
+        self._state: dict[str, Any] = {}
+
+    @classmethod
+    def resume(cls, run_dir: str | Path) -> AgentRun:
+        """The run whose checkpoint is in ``run_dir``; ValueError (a finished run, a damaged checkpoint) or
+        FileNotFoundError (no checkpoint) say what is wrong."""
+        run_dir = Path(run_dir)
+        if (run_dir / RESULTS_FILE).exists():
+            raise ValueError(f"{run_dir} has finished ({RESULTS_FILE} is there): nothing to resume")
+        if not (run_dir / CHECKPOINT_FILE).exists():
+            raise FileNotFoundError(f"no resume checkpoint in {run_dir} ({CHECKPOINT_FILE}): not a run directory, or "
+                                    "it stopped before its first checkpoint (start it again)")
+        payload = read_checkpoint(run_dir / CHECKPOINT_FILE)
+        state = payload["run"]
+        run = cls(state["config"], run_dir, state["options"])
+        run._checkpoint = payload
+        return run
+
+    @staticmethod
+    def can_resume(run_dir: str | Path) -> bool:
+        return (Path(run_dir) / CHECKPOINT_FILE).exists() and not (Path(run_dir) / RESULTS_FILE).exists()
+
+    # ---------------------------------------------------------------------------------------------- hooks
+    def on_progress(self, steps: int, total: int) -> None:
+        """Called after every environment step (a display's progress)."""
+
+    def extra_record(self, model: BaseAlgorithm) -> dict[str, Any]:
+        """More fields for results.json (e.g. an experiment's variant, FLOPs)."""
+        return {}
+
+    def request_stop(self) -> None:
+        """Stop after the current rollout and update, with a checkpoint (safe to call from a signal handler)."""
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------------------------------------ run
+    def prepare(self) -> None:
+        """Build (or restore) the agent and its evaluator: every bad option fails here, before the run
+        directory is made. :meth:`run` calls it when it was not called."""
+        if self.model is not None:
+            return
+        if self._checkpoint is None and self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise FileExistsError(f"run directory {self.run_dir} already exists and is not empty; runs are never "
+                                  "overwritten")
+        self.model, self._state = self._build()
+        try:
+            self.evaluator = Evaluator(self.config)
+        except BaseException:
+            self.model.get_env().close()
+            raise
+
+    def run(self) -> dict[str, Any]:
+        """Train (or continue) to ``config.timesteps``; the results (also in ``results.json``)."""
+        self.prepare()
+        model, state, evaluator, options = self.model, self._state, self.evaluator, self.options
+        resumed = bool(state["resumes"])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            segment = len(state["resumes"])
+            csv = "progress.csv" if segment == 0 else f"progress.resume{segment}.csv"
+            model.set_logger(configure(str(self.run_dir), ["tensorboard"] + (["stdout"] if options.verbose else [])))
+            model.logger.output_formats.append(CSVOutputFormat(str(self.run_dir / csv)))
+            writer = tensorboard_writer(model.logger)
+            if not resumed:
+                writer.add_text("hyperparameters", hparams_markdown(self.hyperparameters(model)))
+            lab_tags = LabTagsCallback(log_every=options.log_every, episodes=state["episodes"])
+            loop = _RunCallback(self, evaluator, lab_tags, state)
+            model.policy.optimizer.register_step_post_hook(lambda *_: loop.updates.__setitem__(0, loop.updates[0] + 1))
+            model.learn(self.config.timesteps - model.num_timesteps, callback=[lab_tags, loop],
+                        reset_num_timesteps=not resumed, progress_bar=options.progress_bar)
+            if loop.stopped:
+                raise RunInterrupted(self.run_dir, model.num_timesteps, self.config.timesteps)
+            train_wall = loop.train_wall_time_s
+            loop.evaluate()  # the final model (skipped if the last evaluation was at this very step)
+            writer.flush()
+            save_model_atomic(model, self.run_dir / MODEL_FILE)
+        finally:
+            model.get_env().close()
+            evaluator.close()
+        record = self._record(model, loop, evaluator, train_wall, loop.updates[0])
+        write_json(self.run_dir / RESULTS_FILE, record)
+        (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return record
+
+    def _build(self) -> tuple[BaseAlgorithm, dict[str, Any]]:
+        config, options = self.config, self.options
+        if self._checkpoint is None:
+            model = make_agent(config, seed=options.seed, device=options.device, pretrained=self.pretrained,
+                               pretrained_head=self.pretrained_head, verbose=options.verbose)
+            state = {"config": config, "options": options, "curve": [], "last_eval": -1, "eval_seconds": 0.0,
+                     "wall_time_s": 0.0, "episodes": 0, "updates": 0, "resumes": []}
+            return model, state
+        state = dict(self._checkpoint["run"])
+        steps = state["steps"]
+        fresh_envs = functools.partial(make_vec_env, functools.partial(make_env, config.env_id, **config.env_kwargs),
+                                       n_envs=config.n_envs, seed=options.seed + steps,
+                                       vec_env_cls=VEC_ENVS[config.vec_env])
+        model, exact = restore_model(self._checkpoint, ALGORITHMS[config.algo], fresh_envs,
+                                     select_device(options.device), options.seed + steps)
+        state["resumes"] = [*state["resumes"], {"steps": steps, "exact": exact}]
+        self._checkpoint = None
+        return model, state
+
+    def save_checkpoint(self, loop: _RunCallback) -> None:
+        state = {"config": self.config, "options": self.options, "curve": loop.curve, "last_eval": loop.last_eval,
+                 "eval_seconds": loop.eval_seconds, "wall_time_s": loop.wall_time_s, "episodes": loop.lab_tags.episodes,
+                 "updates": loop.updates[0], "resumes": loop.state["resumes"], "steps": self.model.num_timesteps}
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, state)
+
+    def hyperparameters(self, model: BaseAlgorithm) -> dict[str, Any]:
+        """The hyperparameter table: the config, the run options and what SB3 resolved."""
+        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "hparams"}
+        return {**self.config.to_dict(), **options, **self.options.hparams, **describe_agent(model)}
+
+    def _record(self, model: BaseAlgorithm, loop: _RunCallback, evaluator: Evaluator, train_wall: float,
+                updates: int) -> dict[str, Any]:
+        policy, config = model.policy, self.config
+        extractor = getattr(policy, "features_extractor", None) or policy.q_net.features_extractor
+        final = loop.curve[-1]
+        steps = model.num_timesteps
+        return {
+            "run_dir": str(self.run_dir), "env_id": config.env_id, "algo": config.algo, "encoder": _name(config.encoder),
+            "seed": self.options.seed, "curve": loop.curve, "final": final, "samples": steps, "steps": steps,
+            "episodes": loop.lab_tags.episodes, "rewards_seen": steps, "labels_seen": 0, "updates": updates,
+            "train_wall_time_s": train_wall, "steps_per_s": steps / max(train_wall, 1e-9),
+            "params": count_parameters(policy), "trainable_params": count_parameters(policy, trainable_only=True),
+            "encoder_params": count_parameters(getattr(extractor, "backbone", extractor)),
+            "metric": evaluator.metric, "final_metric": final.get(evaluator.metric), "eval_actions": evaluator.actions,
+            "resumes": loop.state["resumes"], "config": config.to_dict(),
+            "hyperparameters": {k: str(v) for k, v in self.hyperparameters(model).items()},
+            **self.extra_record(model),
+        }
+
+
+class _RunCallback(BaseCallback):
+    """Evaluations, checkpoints, stop requests and progress of one :class:`AgentRun`."""
+
+    def __init__(self, run: AgentRun, evaluator: Evaluator, lab_tags: LabTagsCallback, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.run, self.evaluator, self.lab_tags, self.state = run, evaluator, lab_tags, state
+        self.curve: list[dict[str, Any]] = list(state["curve"])
+        self.last_eval, self.eval_seconds = state["last_eval"], state["eval_seconds"]
+        self._wall_before = state["wall_time_s"]  # training wall time of earlier segments (evaluations included)
+        self.updates = [state["updates"]]
+        self.stopped = False
+        self._start = self._last_checkpoint = 0.0
+        config = run.config
+        self._every = max(config.eval_freq // config.n_envs, 1) if config.eval_freq > 0 else 0
+
+    @property
+    def wall_time_s(self) -> float:
+        return self._wall_before + time.perf_counter() - self._start
+
+    @property
+    def train_wall_time_s(self) -> float:
+        return self.wall_time_s - self.eval_seconds
+
+    def _on_training_start(self) -> None:
+        self._start = self._last_checkpoint = time.perf_counter()
+        if not self.state["resumes"]:
+            self.evaluate()  # the untrained policy (step 0)
+
+    def evaluate(self) -> None:
+        step = self.num_timesteps
+        if step == self.last_eval:
+            return
+        began = time.perf_counter()
+        self.last_eval = step
+        point = {**self.evaluator(self.model), "steps": step, "samples": step, "episodes": self.lab_tags.episodes,
+                 "rewards_seen": step, "wall_time_s": self.train_wall_time_s}
+        self.curve.append(point)
+        writer = tensorboard_writer(self.logger)
+        if writer is not None:
+            for key, tag in tags.EVAL_TAGS.items():
+                if point.get(key) is not None:
+                    writer.add_scalar(tag, point[key], step)
+        self.eval_seconds += time.perf_counter() - began
+
+    def _on_rollout_start(self) -> None:
+        # On-policy algorithms update between rollouts: a checkpoint here needs no rollout buffer.
+        config = self.run.config
+        if self.run.options.eval_between_rollouts and config.eval_freq > 0 \
+                and self.num_timesteps - max(self.last_eval, 0) >= config.eval_freq:
+            self.evaluate()
+        every = self.run.options.checkpoint_every_s
+        due = every > 0 and time.perf_counter() - self._last_checkpoint >= every
+        if due or self.run._stop_requested:
+            self.run.save_checkpoint(self)
+            self._last_checkpoint = time.perf_counter()
+            self.stopped = self.run._stop_requested
+
+    def _on_step(self) -> bool:
+        if self._every and not self.run.options.eval_between_rollouts \
+                and (self.num_timesteps // self.run.config.n_envs) % self._every == 0:
+            self.evaluate()
+        self.run.on_progress(self.num_timesteps, self.run.config.timesteps)
+        return not self.stopped
+
+
+def describe_agent(model: BaseAlgorithm) -> dict[str, Any]:
+    """What make_agent resolved: policy and extractor classes, optimizer, learning rate, parameter count."""
+    policy = model.policy
+    extractor = getattr(policy, "features_extractor", None) or policy.q_net.features_extractor
+    return {
+        "policy_class": type(policy).__name__, "features_extractor": type(extractor).__name__,
+        "features_dim": extractor.features_dim, "optimizer_class": type(policy.optimizer).__name__,
+        "resolved_optimizer_kwargs": policy.optimizer_kwargs, "resolved_learning_rate": model.lr_schedule(1.0),
+        "policy_params": count_parameters(policy), "resolved_device": str(model.device),
+    }
+
+
+def _name(encoder: Any) -> str:
+    return encoder.__name__ if isinstance(encoder, type) else str(encoder)
