@@ -120,8 +120,9 @@ def report_text(results: dict[str, Any], module: Any, plot_paths: list[str]) -> 
     header = [
         f"# {results['experiment']}: deep learning vs reinforcement learning ({results['mode']} mode)",
         "",
-        f"Generated from `{RESULTS_JSON}` (same directory); every number below is a row of its `summary`. "
-        f"Values are the mean over seeds with its {INTERVAL_METHOD} in brackets (`experiments.stats`: "
+        f"Generated from `{RESULTS_JSON}` (same directory); every measured number below is a row of its `summary` "
+        "(the takeaway's ratios too). "
+        f"Values are the mean with its {INTERVAL_METHOD} in brackets (`experiments.stats`: "
         "mean +- t(0.975, n-1) x sd / sqrt(n), clipped to the quantity's range, e.g. [0, 1] for a rate; with 2-3 "
         "seeds it is wide because 2-3 seeds say little), then every seed's value in seed order (`-`: that seed "
         f"had none) while there are fewer than {PER_SEED_MAX + 1} seeds; from {IQM_MIN_VALUES} seeds on also "
@@ -137,8 +138,10 @@ def report_text(results: dict[str, Any], module: Any, plot_paths: list[str]) -> 
         f"{timing['workers']} worker processes, one torch thread each): wall time "
         f"{format_seconds(timing['wall_time_s'])}, CPU time {format_seconds(timing['cpu_time_s'])}",
         f"- machine: {results['machine']['cpus']} CPUs, torch {results['machine']['torch']}, load average at the "
-        f"end {results['machine']['load_average']} (other jobs share the machine: wall times are noisy, CPU "
-        "times less so)",
+        f"end {', '.join(f'{x:.2f}' for x in results['machine']['load_average'] or [])} (other jobs share the "
+        "machine: wall times are noisy, CPU times less so)",
+        f"- TensorBoard: `tensorboard --logdir` on the directory above this one, then open its custom-scalars "
+        f"dashboard (`http://localhost:6006/{URL_FRAGMENT}`): this experiment's comparison charts come first",
     ]
     if results["errors"]:
         header += ["", "**Failed runs** (left out of every number below):", ""]

@@ -4,8 +4,9 @@
   (demonstrations) green, RL (rewards) orange-red; variants of one paradigm differ by line style and marker.
   Optimizers and fine-tuning strategies, compared within one paradigm, get one fixed colour each.
 - Curves: every seed as a thin line drawn to its own end, with markers only at its real evaluations; the mean
-  over seeds on top (markers and a Student-t band only where all seeds were evaluated at the same x; elsewhere
-  a finished run counts with its final value, so the mean ends at the mean final value the report gives).
+  over seeds on top (markers and a Student-t band only where all seeds were evaluated at the same x, bands for
+  at most three series; elsewhere a finished run counts with its final value, so the mean ends at the mean
+  final value the report gives).
 - Threshold and reference labels sit in the right margin, legends below the axes: neither covers the other or
   is clipped. Quantities of different units get their own panels. At least 1200 px wide.
 """
@@ -30,6 +31,7 @@ from lab.io import atomic_write  # noqa: E402
 DPI = 120
 PANEL_WIDTH_IN = 12.5  # x DPI = 1500 px for one panel (~1290 after trimming); several panels get more
 MIN_WIDTH_PX = 1200
+MAX_BANDS = 3  # more series than this: no interval bands (they would hide each other); the seeds' lines remain
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,12 @@ def save(fig: Any, path: Path) -> Path:
     return path
 
 
-def figure(panels: int = 1, height: float = 5.2, width_per_panel: float | None = None) -> tuple[Any, list[Any]]:
-    """A figure of ``panels`` axes side by side, at least :data:`MIN_WIDTH_PX` wide."""
-    width = max(PANEL_WIDTH_IN, (width_per_panel or 6.5) * panels)
-    fig, axes = plt.subplots(1, panels, figsize=(width, height), squeeze=False)
+def figure(panels: int = 1, height: float = 5.2, width_per_panel: float | None = None,
+           ratios: Sequence[float] | None = None) -> tuple[Any, list[Any]]:
+    """A figure of ``panels`` axes side by side (relative widths ``ratios``), at least :data:`MIN_WIDTH_PX` wide."""
+    width = max(PANEL_WIDTH_IN, (width_per_panel or 6.5) * (sum(ratios) if ratios else panels))
+    fig, axes = plt.subplots(1, panels, figsize=(width, height), squeeze=False,
+                             gridspec_kw=dict(width_ratios=list(ratios)) if ratios else None)
     return fig, list(axes[0])
 
 
@@ -143,7 +147,7 @@ def draw_curves(ax: Any, series: Sequence[Series], xlabel: str, ylabel: str, tit
         label = f"{s.label} (mean of {n} seeds; thin: each seed)" if n > 1 else s.label
         ax.plot(m["x"], m["mean"], color=s.style.color, linestyle=s.style.linestyle, linewidth=2.2, label=label,
                 marker=s.style.marker if m["shared"] else None, markersize=6)
-        if m["shared"] and n > 1:
+        if m["shared"] and n > 1 and len(series) <= MAX_BANDS:
             ax.fill_between(m["x"], m["low"], m["high"], color=s.style.color, alpha=0.12, linewidth=0)
     for low, high, label, color in spans:
         ax.axvspan(low, high, color=color, alpha=0.18, label=label)
@@ -213,7 +217,7 @@ def draw_bars(ax: Any, panel: BarPanel) -> None:
         ax.annotate(row["fmt"].format(row["mean"]), (i, height), ha="center", va="bottom", fontsize=9,
                     xytext=(0, 3), textcoords="offset points")
     ax.set_xticks(range(len(panel.bars)))
-    ax.set_xticklabels([b[0] for b in panel.bars], fontsize=9, rotation=15 if len(panel.bars) > 3 else 0)
+    ax.set_xticklabels([b[0] for b in panel.bars], fontsize=9)
     if panel.logy:
         ax.set_yscale("symlog", linthresh=1)
     elif top > 0:
@@ -225,7 +229,8 @@ def draw_bars(ax: Any, panel: BarPanel) -> None:
 
 def bar_panels(panels: Sequence[BarPanel], path: Path, title: str) -> Path:
     """Bar panels side by side, one per quantity (each with its own y axis and unit)."""
-    fig, axes = figure(len(panels), height=5.0, width_per_panel=4.6)
+    ratios = [max(len(p.bars), 1.5) for p in panels]  # a bar is as wide in every panel
+    fig, axes = figure(len(panels), height=5.0, width_per_panel=1.6, ratios=ratios)
     for ax, panel in zip(axes, panels):
         draw_bars(ax, panel)
     fig.suptitle(title, fontsize=12)
