@@ -41,7 +41,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from lab.finetune import discriminative_param_groups, freeze, freeze_to
-from lab.optim import OPTIMIZERS, make_optimizer
+from lab.optim import make_optimizer, optimizer_info_for_class
 
 STRATEGIES = ("scratch", "full", "frozen", "top", "discriminative")
 
@@ -156,19 +156,8 @@ def discriminative_optimizer(policy: BasePolicy, lr_max: float, lr_min: float) -
     heads = [p for p in module.parameters() if id(p) not in in_extractors]
     groups.append(nn.ParameterList(heads))  # holds the same Parameter objects, so names and ids match
     param_groups = discriminative_param_groups(module, lr_max, lr_min, groups=groups, as_scale=True)
-    name, kwargs = _registry_name(policy.optimizer_class), dict(policy.optimizer_kwargs)
-    weight_decay = kwargs.pop("weight_decay", 0.0)
-    return make_optimizer(name, param_groups, lr=lr_max, weight_decay=weight_decay, **kwargs)
-
-
-def _registry_name(optimizer_class: type) -> str:
-    for info in OPTIMIZERS.values():  # sgd / momentum / nesterov share LabSGD: their kwargs carry the difference
-        if optimizer_class in (info.lab_cls, info.cls):
-            return info.name
-    raise ValueError(
-        f"per-group learning rates need an optimizer from lab.optim (its Lab* classes honour lr_scale), got "
-        f"{optimizer_class.__name__}; build the agent with agents.factory.make_agent or lab.optim.sb3_optimizer"
-    )
+    info = optimizer_info_for_class(policy.optimizer_class)  # its Lab* class honours lr_scale
+    return make_optimizer(info.name, param_groups, lr=lr_max, **policy.optimizer_kwargs)
 
 
 def _optimized_module(policy: BasePolicy) -> nn.Module:

@@ -190,6 +190,17 @@ def get_optimizer_info(name: str) -> OptimInfo:
     return info
 
 
+def optimizer_info_for_class(optimizer_class: type) -> OptimInfo:
+    """The registry entry an optimizer class belongs to (its ``Lab*`` class or the torch class), e.g. to rebuild
+    an SB3 policy's optimizer over new param groups with :func:`make_optimizer`. sgd / momentum / nesterov share
+    ``LabSGD``: the first is returned, and the keyword arguments carry the difference."""
+    for info in OPTIMIZERS.values():
+        if optimizer_class in (info.lab_cls, info.cls):
+            return info
+    raise ValueError(f"{optimizer_class.__name__} is not an optimizer of lab.optim ({', '.join(OPTIMIZERS)}): "
+                     "build it with lab.optim.make_optimizer or sb3_optimizer")
+
+
 # ----------------------------------------------------------------------------------------------- embedding rule
 # Matches the attribute name of a parameter declared directly as an embedding table: ``pos_embed``,
 # ``token_embeddings``, ``pos``, ``position_bias``, ``pos_encoding``. Not ``unembed`` (an output projection) and

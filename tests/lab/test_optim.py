@@ -337,3 +337,12 @@ def test_sb3_save_and_load_keep_the_optimizer_class(tmp_path) -> None:
     loaded = sb3.PPO.load(tmp_path / "ppo", device="cpu")
     assert type(loaded.policy.optimizer) is cls
     assert [g["weight_decay"] for g in loaded.policy.optimizer.param_groups] == [0.01, 0.0]
+
+
+@pytest.mark.parametrize("name", optimizer_names())
+def test_optimizer_info_for_class_finds_the_registry_entry_of_its_classes(name):
+    info = optim.OPTIMIZERS[name]
+    for cls in (info.lab_cls, info.cls):
+        assert optim.optimizer_info_for_class(cls).lab_cls is info.lab_cls
+    with pytest.raises(ValueError, match="not an optimizer of lab.optim"):
+        optim.optimizer_info_for_class(torch.optim.LBFGS)
