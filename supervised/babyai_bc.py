@@ -306,7 +306,7 @@ class BabyAIBCTask(Task):
 
     name = "babyai_bc"
     config_class = BabyAIBCConfig
-    final_metric_tags = {"success_rate": tags.SUCCESS_RATE, "mean_return": tags.MEAN_RETURN}
+    final_metric_tags = {key: tags.EVAL_TAGS[key] for key in ("success_rate", "mean_return")}  # as RL's evaluations
 
     def __init__(self, config: BabyAIBCConfig | None = None) -> None:
         super().__init__(config)
