@@ -41,7 +41,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 from torch import nn
 
 from agents.callbacks import vecnormalize_path
@@ -196,8 +196,6 @@ def normalized_like(venv: VecEnv, model: BaseAlgorithm) -> VecEnv:
     train = model.get_vec_normalize_env()
     if train is None:
         return venv
-    from stable_baselines3.common.vec_env import sync_envs_normalization
-
     wrapped = VecNormalize(venv, training=False, norm_obs=train.norm_obs, norm_reward=False, clip_obs=train.clip_obs,
                            epsilon=train.epsilon, norm_obs_keys=train.norm_obs_keys)
     sync_envs_normalization(train, wrapped)
