@@ -22,10 +22,9 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.config import AgentConfig
-from envs.babyai import is_minigrid
 from envs.bandit import ClassificationBanditEnv
 from envs.evaluation import EVAL_SEED, Act, bandit_accuracy, evaluate, logits_actor
-from envs.make import make_env
+from envs.make import is_minigrid, make_env
 
 
 class Evaluator:

@@ -152,14 +152,6 @@ def make_babyai_env(
     return BabyAIObservation(gym.make(level, **kwargs), max_len=max_len, action_history=action_history)
 
 
-def is_minigrid(env_or_id: gym.Env | str) -> bool:
-    """Whether an env (or a registered id) is a MiniGrid / BabyAI level, raw or wrapped by the lab."""
-    if isinstance(env_or_id, str):
-        entry = gym.spec(env_or_id).entry_point
-        return isinstance(entry, str) and entry.startswith(("minigrid.", "envs.babyai:"))
-    return type(env_or_id.unwrapped).__module__.startswith("minigrid.")
-
-
 def babyai_levels() -> list[str]:
     """Every registered ``BabyAI-*`` level id (96 in minigrid 3.2.0)."""
     return [env_id for env_id in gym.registry if env_id.startswith("BabyAI-")]

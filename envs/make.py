@@ -25,14 +25,21 @@ MINIGRID_PREFIXES = ("MiniGrid-", "BabyAI-")
 def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
     """``gym.make(env_id, **env_kwargs)`` with the ``lab/`` ids registered (and minigrid's, for its levels)."""
     register_envs()
-    name = env_id.split(":")[-1]
-    if name.startswith(MINIGRID_PREFIXES) or name.startswith("lab/BabyAI-"):
+    if is_minigrid(env_id) and env_id.split(":")[-1].startswith(MINIGRID_PREFIXES):  # a raw level id
         # Imported here, not at module level: importing minigrid costs ~0.3 s, and it registers its ids.
         from envs.babyai import make_babyai_env
 
-        if name.startswith(MINIGRID_PREFIXES):
-            return make_babyai_env(resolve_id(env_id), **env_kwargs)
+        return make_babyai_env(resolve_id(env_id), **env_kwargs)
     return gym.make(env_id, **env_kwargs)
+
+
+def is_minigrid(env_or_id: gym.Env | str) -> bool:
+    """Whether an env, or an id, is a MiniGrid / BabyAI level (raw, or wrapped by the lab): the one place the lab
+    decides it (success rates, BabyAI's evaluation protocol and the wrapping above depend on it)."""
+    if isinstance(env_or_id, str):
+        name = env_or_id.split(":")[-1]
+        return name.startswith(MINIGRID_PREFIXES) or name.startswith("lab/BabyAI-")
+    return type(env_or_id.unwrapped).__module__.startswith("minigrid.")
 
 
 def resolve_id(env_id: str) -> str:
