@@ -15,11 +15,16 @@ ATOL = 1e-5
 
 
 def _model(memory_length: int, num_layers: int = 2, norm_first: bool = True, positional: str = "sinusoidal",
-           features_dim: int = 5) -> EpisodeTransformer:
+           relative_bias: bool = True, features_dim: int = 5) -> EpisodeTransformer:
     torch.manual_seed(0)
     config = MemoryConfig(memory_length=memory_length, d_model=16, num_heads=2, num_layers=num_layers,
-                          dim_feedforward=32, norm_first=norm_first, positional=positional, max_position=64)
-    return EpisodeTransformer(features_dim, config).eval()
+                          dim_feedforward=32, norm_first=norm_first, positional=positional, max_position=64,
+                          relative_bias=relative_bias)
+    model = EpisodeTransformer(features_dim, config).eval()
+    if model.relative_bias is not None:  # random, not ALiBi's monotone init: a wrong distance must show
+        with torch.no_grad():
+            model.relative_bias.normal_()
+    return model
 
 
 def _run_steps(model: EpisodeTransformer, features: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,9 +45,11 @@ def _no_memory(model: EpisodeTransformer, batch: int) -> tuple[torch.Tensor, tor
 
 
 @pytest.mark.parametrize("memory_length", [4, 40])  # a window shorter than the episode, and the whole episode
-@pytest.mark.parametrize("norm_first,positional", [(True, "sinusoidal"), (False, "learned"), (True, "none")])
-def test_cached_steps_equal_one_causal_forward_over_the_episode(memory_length, norm_first, positional):
-    model = _model(memory_length, norm_first=norm_first, positional=positional)
+@pytest.mark.parametrize("norm_first,positional,relative_bias",
+                         [(True, "sinusoidal", True), (True, "none", True), (False, "learned", False),
+                          (True, "sinusoidal", False)])
+def test_cached_steps_equal_one_causal_forward_over_the_episode(memory_length, norm_first, positional, relative_bias):
+    model = _model(memory_length, norm_first=norm_first, positional=positional, relative_bias=relative_bias)
     torch.manual_seed(1)
     n, t = 3, 30
     features = torch.randn(n, t, 5)
@@ -59,7 +66,8 @@ def test_cached_steps_equal_one_causal_forward_over_the_episode(memory_length, n
     torch.testing.assert_close(stepped, whole, atol=ATOL, rtol=0)
     # And the explicit definition, for one layer (with L layers information reaches L * (M - 1) steps back, as
     # in Transformer-XL): step t = the last output of a fresh causal pass over its window of its episode.
-    model = _model(memory_length, num_layers=1, norm_first=norm_first, positional=positional)
+    model = _model(memory_length, num_layers=1, norm_first=norm_first, positional=positional,
+                   relative_bias=relative_bias)
     stepped, _ = _run_steps(model, features, starts)
     with torch.no_grad():
         for i, j in [(0, 29), (1, 10), (1, 29), (2, 22)]:
