@@ -29,7 +29,7 @@ from typing import Any
 import ray
 import torch
 
-from experiments.runner import clear, execute
+from experiments.runner import clear, execute, finish
 
 RETRIES = 2  # a job whose worker died starts again at most this often (from its checkpoint when resumable)
 REPORT_INTERVAL_S = 0.5
@@ -162,6 +162,8 @@ def run_task(job: Any, out_dir: str, driver_node: str, deps: dict[str, dict[str,
         return {ERROR_KEY: traceback.format_exc()}, None
     record = {**rebase(record, str(run_dir), str(final)), "run_dir": str(final)}  # where it is on the driver
     record["node"] = node_info(job.cpus)
+    # The marker is written here, as soon as the job is done: an interrupt that stops the driver now keeps it.
+    record = finish(job, record, Path(out_dir) if local else scratch_root(out_dir) / "runs")
     if local:
         return record, None
     blob = pack(run_dir)
@@ -173,7 +175,7 @@ def run_on_ray(jobs: list[Any], out: Path, workers: int, address: str | None, re
                errors: dict[str, str], display: Any, signals: Any) -> dict[str, Any]:
     """:func:`experiments.runner.run_jobs` on Ray: submit each job once its dependencies finished, collect
     records (unpacking archives from other nodes), feed the display; on a caught signal cancel everything."""
-    from experiments.runner import Interrupted, finish, ready
+    from experiments.runner import Interrupted, ready
 
     def stop_if(caught: list[int]) -> None:
         if caught:
@@ -237,7 +239,7 @@ def run_on_ray(jobs: list[Any], out: Path, workers: int, address: str | None, re
                 if blob is not None:
                     unpack(blob, out / job.id)
                     archives[job.id] = blob_ref
-                records[job.id] = finish(job, record, out)
+                records[job.id] = record  # its marker came with it (written by run_task)
                 display.finished(job, ok=True)
             display.refresh()
         stop_if(caught)

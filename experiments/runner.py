@@ -127,8 +127,8 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
 
                 engine = run_on_ray(jobs, out, workers, address, records, errors, display, signals)
     except Interrupted as stop:
-        mark_incomplete(jobs, out, records)
-        raise Interrupted(stop.signum, len(records), len(jobs)) from None
+        finished = mark_incomplete(jobs, out)
+        raise Interrupted(stop.signum, finished, len(jobs)) from None
     finally:
         display.close()
     workers_cpu = 0.0 if inline else sum(records[i].get("job_cpu_time_s", 0.0) for i in records if i not in loaded)
@@ -201,12 +201,18 @@ def load_finished(jobs: Sequence[Job], out: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def mark_incomplete(jobs: Sequence[Job], out: Path, records: dict[str, Any]) -> None:
+def mark_incomplete(jobs: Sequence[Job], out: Path) -> int:
+    """Mark every started, unfinished run; the number of finished ones (a marker can arrive after the driver
+    stopped listening: the disk, not the driver's view, says what is finished)."""
+    finished = 0
     for job in jobs:
         run_dir = out / job.id
-        if job.id not in records and run_dir.is_dir():
-            atomic_write_text(run_dir / INCOMPLETE, "interrupted before this run finished (no job.json): "
+        if (run_dir / MARKER).is_file():
+            finished += 1
+        elif run_dir.is_dir():
+            atomic_write_text(run_dir / INCOMPLETE, f"interrupted before this run finished (no {MARKER}): "
                               "run the same command with --resume to finish it\n")
+    return finished
 
 
 def clear(run_dir: Path) -> None:

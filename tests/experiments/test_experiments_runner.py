@@ -1,11 +1,11 @@
-"""The job runner in this process (dependencies, failures, order, resume, ETA) and the batched evaluators; the Ray
-engine itself: test_engine_cluster.py and test_engine_interrupt.py."""
+"""The job runner in this process (dependencies, failures, order, resume, ETA) and the summary helpers; the Ray
+engine itself: test_engine_cluster.py and test_engine_interrupt.py. (The RL evaluators moved to envs.evaluation
+and agents.evaluation with the issue-9 redesign; their tests are tests/envs/test_evaluation.py.)"""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from experiments.common import format_estimate, markdown_table, mean_curve, summary_row
@@ -50,7 +50,7 @@ def test_resume_loads_finished_jobs_and_runs_unfinished_ones_again(tmp_path):
     for job in jobs[1:]:  # as if interrupted while b and c ran: no marker, a partial file
         (tmp_path / job.id / MARKER).unlink()
         (tmp_path / job.id / "partial.txt").write_text("half")
-    mark_incomplete(jobs, tmp_path, {"e/a/seed1": first.records["e/a/seed1"]})
+    assert mark_incomplete(jobs, tmp_path) == 1  # a is finished
     assert (tmp_path / "e/b/seed1" / INCOMPLETE).is_file() and not (tmp_path / "e/a/seed1" / INCOMPLETE).exists()
     again = run_jobs(jobs, tmp_path, workers=0, progress=False, resume=True)
     assert again.loaded == ["e/a/seed1"] and again.records["e/a/seed1"] == first.records["e/a/seed1"]
@@ -105,42 +105,3 @@ def test_mean_curve_aligns_seeds():
     shifted = [[{"x": 0, "y": 0.0}, {"x": 10, "y": 1.0}], [{"x": 0, "y": 0.0}, {"x": 20, "y": 1.0}]]
     curve = mean_curve(shifted, "x", "y", points=3)
     assert curve["x"] == [0, 5, 10] and curve["mean"] == pytest.approx([0.0, 0.375, 0.75])
-
-
-def test_bandit_evaluator_equals_the_sequential_test_sweep():
-    from agents.factory import make_agent
-    from agents.train import evaluate, make_eval_env
-    from experiments.rl_runs import BanditTestEvaluator
-
-    model = make_agent("ppo", "lab/DigitsBandit-v0", "conv", seed=0, device="cpu", n_envs=2,
-                       encoder_kwargs=dict(channels=[8, 16], strides=[1, 2]), algo_kwargs=dict(n_steps=32))
-    model.learn(64)
-    env, kind, episodes = make_eval_env("lab/DigitsBandit-v0", {}, 0, 0)
-    sweep = evaluate(model, env, episodes, kind)  # agents.train: one test image per episode, in order
-    batched = BanditTestEvaluator("lab/DigitsBandit-v0")(model)
-    assert batched["accuracy"] == pytest.approx(sweep["accuracy"]) and batched["eval_episodes"] == episodes
-    model.get_env().close()
-    env.close()
-
-
-def test_rollout_evaluator_is_reproducible_and_leaves_training_randomness_alone():
-    import torch
-
-    from experiments.rl_runs import RolloutEvaluator
-
-    evaluator = RolloutEvaluator("lab/BabyAI-GoToRedBallGrey-v0", episodes=6, seed=5, n_envs=4,
-                                 exclude_seeds={6})
-    assert evaluator.episode_seeds == [5, 7, 8, 9, 10, 11]
-
-    def random_act(obs):
-        return torch.randint(0, 7, (len(obs["image"]),)).numpy()
-
-    torch.manual_seed(123)
-    first = evaluator.play(random_act)
-    after_first = torch.rand(1)
-    torch.manual_seed(123)
-    second = evaluator.play(random_act)
-    assert first == second and first["eval_episodes"] == 6 and 0.0 <= first["success_rate"] <= 1.0
-    assert torch.equal(torch.rand(1), after_first)  # the caller's random stream is where it was
-    evaluator.close()
-    assert np.isfinite(first["mean_length"])
