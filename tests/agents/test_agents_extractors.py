@@ -19,6 +19,7 @@ from agents.extractors import (
     TransformerExtractor,
     with_deltas,
 )
+from agents.config import AgentConfig
 from agents.factory import make_agent
 from lab.fusion import FusionConfig, FusionTransformer
 from lab.layers import TransformerConfig
@@ -152,7 +153,8 @@ def test_conv_channel_last_and_channel_first_images_give_the_same_features():
 
 
 def test_conv_lets_sb3_scale_uint8_images_and_never_divides_again():
-    model = make_agent("ppo", "lab/DigitsBandit-v0", "conv", device="cpu", encoder_kwargs=dict(features_dim=32))
+    model = make_agent(AgentConfig("lab/DigitsBandit-v0", "ppo", "conv", encoder_kwargs=dict(features_dim=32)),
+                       device="cpu")
     extractor = model.policy.features_extractor
     assert extractor.convnet.config.norm == "group"  # the RL default (train/eval switching, batch size 1)
     raw = torch.as_tensor(np.stack([model.observation_space.sample() for _ in range(3)]))  # uint8 (3, 1, 8, 8)
@@ -165,7 +167,8 @@ def test_conv_lets_sb3_scale_uint8_images_and_never_divides_again():
 
 
 def test_conv_with_normalize_images_false_is_told_its_inputs_are_normalised():
-    model = make_agent("ppo", "lab/DigitsBandit-v0", "conv", device="cpu", policy_kwargs=dict(normalize_images=False))
+    model = make_agent(AgentConfig("lab/DigitsBandit-v0", "ppo", "conv", policy_kwargs=dict(normalize_images=False)),
+                       device="cpu")
     assert model.policy.features_extractor_kwargs["normalized_image"] is True
     float_images = spaces.Box(-1.0, 1.0, (3, 16, 16), np.float32)
     with pytest.raises(ObservationSpaceError, match="normalized_image=True"):
@@ -263,10 +266,10 @@ def test_a_bc_encoder_and_head_load_into_a_ppo_agent_on_the_action_history_env(t
     bc_config = TransformerConfig(d_model=64, num_heads=4, num_layers=2, dim_feedforward=128, dropout=0.0)
     bc = FusionTransformer(FusionConfig(babyai_modalities(action_history=4), bc_config))
     head = torch.nn.Linear(64, 7)
-    model = make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", device="cpu", seed=0,
-                       env_kwargs=dict(action_history=4), encoder_kwargs=dict(config=bc_config),
-                       policy_kwargs=dict(net_arch=dict(pi=[], vf=[])), algo_kwargs=tiny_algo_kwargs["ppo"],
-                       pretrained=bc.state_dict(), pretrained_head=head.state_dict())
+    config = AgentConfig("lab/BabyAI-GoToRedBallGrey-v0", "ppo", "fusion", env_kwargs=dict(action_history=4),
+                         encoder_kwargs=dict(config=bc_config), policy_kwargs=dict(net_arch=dict(pi=[], vf=[])),
+                         algo_kwargs=tiny_algo_kwargs["ppo"])
+    model = make_agent(config, device="cpu", seed=0, pretrained=bc.state_dict(), pretrained_head=head.state_dict())
     for key, value in bc.state_dict().items():
         torch.testing.assert_close(model.policy.features_extractor.fusion.state_dict()[key], value, rtol=0, atol=0)
     torch.testing.assert_close(model.policy.action_net.weight, head.weight, rtol=0, atol=0)
@@ -286,6 +289,26 @@ def test_fusion_accepts_a_generic_dict_and_rejects_a_box():
         FusionExtractor(spaces.Box(-1, 1, (4,)))
 
 
+@pytest.mark.parametrize("env_id", ["BabyAI-GoToLocal-v0", "MiniGrid-Empty-5x5-v0"])
+def test_fusion_on_a_raw_minigrid_space_names_the_wrapper_to_use(env_id):
+    import minigrid  # noqa: F401  (registers the raw ids)
+
+    from envs.make import make_env
+
+    raw = gym.make(env_id)
+    assert not isinstance(raw.observation_space["mission"], spaces.Box)  # minigrid's MissionSpace: text
+    wrappers = r"raw MiniGrid .*envs\.babyai\.BabyAIObservation.*envs\.make\.make_env"
+    with pytest.raises(ObservationSpaceError, match=wrappers):
+        FusionExtractor.check_observation_space(raw.observation_space)
+    with pytest.raises(ObservationSpaceError, match="raw MiniGrid"):
+        FusionExtractor(raw.observation_space)
+    wrapped = make_env(env_id)  # what the message recommends works
+    FusionExtractor.check_observation_space(wrapped.observation_space)
+    assert FusionExtractor(wrapped.observation_space, d_model=16, num_heads=2).features_dim == 16
+    raw.close()
+    wrapped.close()
+
+
 # ---------------------------------------------------------------------------------------------- tiny learning
 CASES = [  # (env, encoder, encoder_kwargs)
     ("CartPole-v1", "transformer", {}),
@@ -302,8 +325,8 @@ def test_each_extractor_trains_with_each_algorithm(
 ):
     if encoder in ("transformer", "fusion"):
         encoder_kwargs = {**tiny_transformer, **encoder_kwargs}
-    model = make_agent(algo, env_id, encoder, seed=0, device="cpu", encoder_kwargs=encoder_kwargs,
-                       algo_kwargs=tiny_algo_kwargs[algo])
+    config = AgentConfig(env_id, algo, encoder, encoder_kwargs=encoder_kwargs, algo_kwargs=tiny_algo_kwargs[algo])
+    model = make_agent(config, seed=0, device="cpu")
     extractor = model.policy.q_net.features_extractor if algo == "dqn" else model.policy.features_extractor
     tracker = track(extractor)
     model.learn(64)

@@ -9,6 +9,7 @@ from stable_baselines3 import A2C, DQN, PPO
 
 import envs  # noqa: F401  (registers lab/*)
 from agents.callbacks import save_model_atomic
+from agents.config import AgentConfig
 from agents.extractors import ObservationSpaceError
 from agents.factory import make_agent
 from lab.optim import OPTIMIZERS, optimizer_names
@@ -22,7 +23,7 @@ def _params(model) -> list[torch.Tensor]:
 @pytest.mark.parametrize("algo,sb3_class", [("a2c", A2C), ("ppo", PPO)])
 def test_default_optimizer_reproduces_sb3s_own_agent_exactly(algo, sb3_class, tiny_algo_kwargs):
     """optimizer=None maps to SB3's choice (A2C: RMSprop alpha 0.99 eps 1e-5; PPO: Adam eps 1e-5): same updates."""
-    ours = make_agent(algo, "CartPole-v1", seed=3, device="cpu", algo_kwargs=tiny_algo_kwargs[algo])
+    ours = make_agent(AgentConfig("CartPole-v1", algo, algo_kwargs=tiny_algo_kwargs[algo]), seed=3, device="cpu")
     theirs = sb3_class("MlpPolicy", ours.get_env(), seed=3, device="cpu", **tiny_algo_kwargs[algo])
     expected_class = torch.optim.RMSprop if algo == "a2c" else torch.optim.Adam
     assert type(theirs.policy.optimizer) is expected_class and isinstance(ours.policy.optimizer, expected_class)
@@ -36,18 +37,19 @@ def test_default_optimizer_reproduces_sb3s_own_agent_exactly(algo, sb3_class, ti
 
 
 def test_rmsprop_on_a2c_is_sb3s_default_and_adam_family_on_policy_gets_eps_1e5():
-    a2c = make_agent("a2c", "CartPole-v1", optimizer="rmsprop", device="cpu")
+    a2c = make_agent(AgentConfig("CartPole-v1", "a2c", optimizer="rmsprop"), device="cpu")
     assert a2c.policy.optimizer_kwargs == {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0.0}
-    ppo = make_agent("ppo", "CartPole-v1", optimizer="adamw", weight_decay=0.01, device="cpu")
+    ppo = make_agent(AgentConfig("CartPole-v1", optimizer="adamw", weight_decay=0.01), device="cpu")
     assert ppo.policy.optimizer_kwargs == {"eps": 1e-5, "weight_decay": 0.01}
-    dqn = make_agent("dqn", "CartPole-v1", optimizer="adam", device="cpu")
+    dqn = make_agent(AgentConfig("CartPole-v1", "dqn", optimizer="adam"), device="cpu")
     assert dqn.policy.optimizer_kwargs == {"weight_decay": 0.0}  # SB3's DQN keeps torch's eps
 
 
 @pytest.mark.parametrize("name", optimizer_names())
 def test_every_lab_optimizer_trains_a_transformer_policy(name, tiny_transformer, tiny_algo_kwargs, track):
-    model = make_agent("ppo", "CartPole-v1", "transformer", optimizer=name, weight_decay=0.01, device="cpu", seed=0,
-                       encoder_kwargs=tiny_transformer, algo_kwargs=tiny_algo_kwargs["ppo"])
+    config = AgentConfig("CartPole-v1", "ppo", "transformer", optimizer=name, weight_decay=0.01,
+                         encoder_kwargs=tiny_transformer, algo_kwargs=tiny_algo_kwargs["ppo"])
+    model = make_agent(config, device="cpu", seed=0)
     assert type(model.policy.optimizer) is OPTIMIZERS[name].lab_cls
     tracker = track(model.policy)
     model.learn(32)
@@ -78,8 +80,8 @@ SAVE_CASES = [
 @pytest.mark.parametrize("algo,env_id,encoder,cls", SAVE_CASES, ids=[f"{c[0]}-{c[2]}" for c in SAVE_CASES])
 def test_saved_agents_load_and_predict_identically(algo, env_id, encoder, cls, tmp_path, tiny_algo_kwargs):
     kwargs = {"channels": (8, 16), "strides": (1, 2)} if encoder == "conv" else {"d_model": 16, "num_heads": 2}
-    model = make_agent(algo, env_id, encoder, seed=0, device="cpu", encoder_kwargs=kwargs,
-                       algo_kwargs=tiny_algo_kwargs[algo])
+    model = make_agent(AgentConfig(env_id, algo, encoder, encoder_kwargs=kwargs, algo_kwargs=tiny_algo_kwargs[algo]),
+                       seed=0, device="cpu")
     model.learn(32)
     path = save_model_atomic(model, tmp_path / "model.zip")
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]  # no temporary file left behind
@@ -123,13 +125,15 @@ def test_saved_agents_load_and_predict_identically(algo, env_id, encoder, cls, t
 )
 def test_bad_arguments_fail_before_training_with_a_message_saying_what_works(args, kwargs, error, match, monkeypatch):
     monkeypatch.setattr(PPO, "learn", lambda *a, **k: pytest.fail("trained despite a bad argument"))
-    with pytest.raises(error, match=match):
-        make_agent(*args, device="cpu", **kwargs)
+    algo, env_id, *encoder = args
+    with pytest.raises(error, match=match):  # the config or make_agent refuses it
+        make_agent(AgentConfig(env_id, algo, *encoder, **kwargs), device="cpu")
 
 
 def test_subprocess_envs_register_the_lab_ids_themselves(tiny_algo_kwargs):
-    model = make_agent("a2c", "lab/CartPoleNoVelHistory-v1", "transformer", n_envs=2, vec_env="subproc", device="cpu",
-                       encoder_kwargs={"d_model": 16, "num_heads": 2}, algo_kwargs=tiny_algo_kwargs["a2c"])
+    config = AgentConfig("lab/CartPoleNoVelHistory-v1", "a2c", "transformer", n_envs=2, vec_env="subproc",
+                         encoder_kwargs={"d_model": 16, "num_heads": 2}, algo_kwargs=tiny_algo_kwargs["a2c"])
+    model = make_agent(config, device="cpu")
     try:
         model.learn(32)
         assert model.num_timesteps >= 32
@@ -141,17 +145,17 @@ def test_subprocess_envs_register_the_lab_ids_themselves(tiny_algo_kwargs):
 def test_normalize_obs_normalises_the_history_but_not_its_mask_and_refuses_ids_and_images():
     from stable_baselines3.common.vec_env import VecNormalize
 
-    model = make_agent("ppo", "lab/CartPoleNoVelHistory-v1", "transformer", device="cpu", normalize_obs=True,
-                       encoder_kwargs={"d_model": 16, "num_heads": 2})
+    model = make_agent(AgentConfig("lab/CartPoleNoVelHistory-v1", "ppo", "transformer", normalize_obs=True,
+                                   encoder_kwargs={"d_model": 16, "num_heads": 2}), device="cpu")
     env = model.get_env()
     assert isinstance(env, VecNormalize) and env.norm_obs_keys == ["obs"] and not env.norm_reward
     assert model.get_vec_normalize_env() is env
     with pytest.raises(ValueError, match="float Box keys"):
-        make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", device="cpu", normalize_obs=True)
+        make_agent(AgentConfig("lab/BabyAI-GoToRedBallGrey-v0", "ppo", "fusion", normalize_obs=True), device="cpu")
     with pytest.raises(ValueError, match="not \\['mask'\\]"):
-        make_agent("ppo", "lab/CartPoleNoVelHistory-v1", device="cpu", normalize_obs=["obs", "mask"])
+        make_agent(AgentConfig("lab/CartPoleNoVelHistory-v1", normalize_obs=["obs", "mask"]), device="cpu")
     with pytest.raises(ValueError, match="already scales"):
-        make_agent("ppo", "lab/DigitsBandit-v0", "conv", device="cpu", normalize_obs=True)
+        make_agent(AgentConfig("lab/DigitsBandit-v0", "ppo", "conv", normalize_obs=True), device="cpu")
 
 
 def test_vecnormalize_statistics_are_saved_beside_the_model_and_restored_so_the_loaded_agent_acts_the_same(
@@ -161,9 +165,10 @@ def test_vecnormalize_statistics_are_saved_beside_the_model_and_restored_so_the_
     from agents.factory import load_agent
 
     env_id = "lab/CartPoleNoVelHistory-v1"
-    model = make_agent("ppo", env_id, "transformer", seed=0, device="cpu", n_envs=2, normalize_obs=True,
-                       encoder_kwargs={"d_model": 16, "num_heads": 2, "pooling": "flatten"},
-                       algo_kwargs=tiny_algo_kwargs["ppo"])
+    config = AgentConfig(env_id, "ppo", "transformer", n_envs=2, normalize_obs=True,
+                         encoder_kwargs={"d_model": 16, "num_heads": 2, "pooling": "flatten"},
+                         algo_kwargs=tiny_algo_kwargs["ppo"])
+    model = make_agent(config, seed=0, device="cpu")
     model.learn(128)
     path = save_model_atomic(model, tmp_path / "model.zip")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.vecnormalize.pkl", "model.zip"]
@@ -192,10 +197,9 @@ def test_vecnormalize_statistics_are_saved_beside_the_model_and_restored_so_the_
 
 
 def test_ortho_init_heads_keeps_the_extractors_own_init_and_gives_the_heads_sb3s_gains():
-    kwargs = dict(device="cpu", seed=0, encoder_kwargs={"d_model": 16, "num_heads": 2})
-    heads = make_agent("ppo", "CartPole-v1", "transformer", ortho_init="heads", **kwargs).policy
-    none = make_agent("ppo", "CartPole-v1", "transformer", ortho_init="none", **kwargs).policy
-    every = make_agent("ppo", "CartPole-v1", "transformer", ortho_init="all", **kwargs).policy
+    config = AgentConfig("CartPole-v1", "ppo", "transformer", encoder_kwargs={"d_model": 16, "num_heads": 2})
+    heads, none, every = (make_agent(config.merged(ortho_init=init), device="cpu", seed=0).policy
+                          for init in ("heads", "none", "all"))
     for (name, a), b in zip(heads.features_extractor.state_dict().items(), none.features_extractor.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # the lab init, untouched
     linear = "classifier.encoder.layers.0.linear1.weight"  # SB3 re-initialises every nn.Linear it reaches
@@ -204,18 +208,18 @@ def test_ortho_init_heads_keeps_the_extractors_own_init_and_gives_the_heads_sb3s
     torch.testing.assert_close(w @ w.T, 1e-4 * torch.eye(2), rtol=0, atol=1e-9)
     assert not torch.equal(heads.action_net.weight, none.action_net.weight)
     with pytest.raises(ValueError, match="choose one of all, heads, none"):
-        make_agent("ppo", "CartPole-v1", ortho_init="some", device="cpu")
+        make_agent(AgentConfig("CartPole-v1", ortho_init="some"), device="cpu")
     with pytest.raises(ValueError, match="not both"):
-        make_agent("ppo", "CartPole-v1", ortho_init="none", policy_kwargs={"ortho_init": True}, device="cpu")
+        make_agent(AgentConfig("CartPole-v1", ortho_init="none", policy_kwargs={"ortho_init": True}), device="cpu")
 
 
 def test_rl_zoo_schedule_strings_and_activation_names():
-    model = make_agent("ppo", "CartPole-v1", device="cpu", lr="lin_1e-3", algo_kwargs={"clip_range": "lin_0.2"},
-                       policy_kwargs={"activation_fn": "relu"})
+    model = make_agent(AgentConfig("CartPole-v1", lr="lin_1e-3", algo_kwargs={"clip_range": "lin_0.2"},
+                                   policy_kwargs={"activation_fn": "relu"}), device="cpu")
     assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.25) == pytest.approx(2.5e-4)
     assert model.clip_range(0.5) == pytest.approx(0.1)
     assert model.policy.activation_fn is torch.nn.ReLU
     with pytest.raises(ValueError, match="'lin_<value>'"):
-        make_agent("ppo", "CartPole-v1", device="cpu", lr="linear_1e-3")
+        make_agent(AgentConfig("CartPole-v1", lr="linear_1e-3"), device="cpu")
     with pytest.raises(ValueError, match="choose one of tanh, relu"):
-        make_agent("ppo", "CartPole-v1", device="cpu", policy_kwargs={"activation_fn": "swish"})
+        make_agent(AgentConfig("CartPole-v1", policy_kwargs={"activation_fn": "swish"}), device="cpu")

@@ -11,6 +11,7 @@ from stable_baselines3 import DQN, PPO
 
 import envs  # noqa: F401  (registers lab/*)
 from agents.callbacks import save_model_atomic
+from agents.config import AgentConfig
 from agents.extractors import TransformerExtractor
 from agents.factory import make_agent
 from agents.finetune import FinetuneActorCriticPolicy, FinetuneConfig, load_pretrained
@@ -27,11 +28,12 @@ def _pretrained_state(seed: int = 123) -> dict[str, torch.Tensor]:
     return TransformerExtractor(gym.make("CartPole-v1").observation_space, **ENCODER).classifier.state_dict()
 
 
-def _agent(strategy, algo="ppo", **kwargs):
+def _agent(strategy, algo="ppo", pretrained_head=None, **options):
     pretrained = None if strategy == "scratch" else _pretrained_state()
     algo_kwargs = PPO_KWARGS if algo == "ppo" else DQN_KWARGS
-    return make_agent(algo, "CartPole-v1", "transformer", seed=0, device="cpu", encoder_kwargs=ENCODER,
-                      algo_kwargs=algo_kwargs, finetune=strategy, pretrained=pretrained, **kwargs)
+    config = AgentConfig("CartPole-v1", algo, "transformer", encoder_kwargs=ENCODER, algo_kwargs=algo_kwargs,
+                         finetune=strategy, **options)
+    return make_agent(config, seed=0, device="cpu", pretrained=pretrained, pretrained_head=pretrained_head)
 
 
 def test_pretrained_encoder_weights_are_loaded_into_the_extractor():
@@ -141,17 +143,17 @@ def test_a_bc_head_loads_into_action_net_when_the_latent_is_the_extractor_output
 
 def test_bad_fine_tuning_arguments_say_what_would_work():
     with pytest.raises(ValueError, match="pass pretrained="):
-        make_agent("ppo", "CartPole-v1", "transformer", finetune="frozen", device="cpu")
+        make_agent(AgentConfig("CartPole-v1", "ppo", "transformer", finetune="frozen"), device="cpu")
     with pytest.raises(ValueError, match="drop pretrained"):
-        make_agent("ppo", "CartPole-v1", "transformer", finetune="scratch", pretrained=_pretrained_state(),
+        make_agent(AgentConfig("CartPole-v1", "ppo", "transformer", finetune="scratch"), pretrained=_pretrained_state(),
                    device="cpu")
     with pytest.raises(ValueError, match="needs a lab encoder"):
-        make_agent("ppo", "CartPole-v1", "mlp", finetune="full", pretrained={}, device="cpu")
+        make_agent(AgentConfig("CartPole-v1", "ppo", "mlp", finetune="full"), pretrained={}, device="cpu")
     with pytest.raises(ValueError, match="choose one of scratch, full, frozen, top, discriminative"):
         FinetuneConfig("partial")
     with pytest.raises(ValueError, match="do not fit TransformerExtractor.backbone"):
-        make_agent("ppo", "CartPole-v1", "transformer", finetune="full", device="cpu",
-                   encoder_kwargs=dict(ENCODER, d_model=32), pretrained=_pretrained_state())
+        make_agent(AgentConfig("CartPole-v1", "ppo", "transformer", finetune="full",
+                               encoder_kwargs=dict(ENCODER, d_model=32)), device="cpu", pretrained=_pretrained_state())
     with pytest.raises(ValueError, match="top_k=4 but TransformerExtractor has 3 layer groups"):
         _agent(FinetuneConfig("top", top_k=4))
 
@@ -197,11 +199,11 @@ def test_a_bc_fusion_encoder_fine_tunes_frozen_on_babyai(track):
     from lab.fusion import FusionTransformer
 
     options = dict(d_model=16, num_heads=2, dim_feedforward=32)
-    probe = make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", device="cpu", encoder_kwargs=options)
+    config = AgentConfig("lab/BabyAI-GoToRedBallGrey-v0", "ppo", "fusion", encoder_kwargs=options)
+    probe = make_agent(config, device="cpu")
     bc_encoder = FusionTransformer(probe.policy.features_extractor.fusion.config)  # what behaviour cloning trains
-    model = make_agent("ppo", "lab/BabyAI-GoToRedBallGrey-v0", "fusion", device="cpu", encoder_kwargs=options,
-                       algo_kwargs=PPO_KWARGS, finetune="frozen", pretrained=bc_encoder.state_dict(),
-                       policy_kwargs=dict(net_arch=dict(pi=[], vf=[])))
+    frozen = config.merged(algo_kwargs=PPO_KWARGS, finetune="frozen", policy_kwargs=dict(net_arch=dict(pi=[], vf=[])))
+    model = make_agent(frozen, device="cpu", pretrained=bc_encoder.state_dict())
     fusion = model.policy.features_extractor.fusion
     for key, value in bc_encoder.state_dict().items():
         torch.testing.assert_close(fusion.state_dict()[key], value, rtol=0, atol=0)
