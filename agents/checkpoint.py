@@ -30,6 +30,9 @@ from lab.io import atomic_write
 
 CHECKPOINT_FILE = "resume.pkl"
 FORMAT = 1
+# The memory of the episodes in progress that RecurrentPPO (LSTM states) and MemoryPPO (its cache) leave out of
+# their zips: saved beside them, so those runs continue exactly too.
+MEMORY_ATTRIBUTES = ("_last_lstm_states", "_memory_state", "_memory_prefix")
 
 
 class DamagedCheckpointError(ValueError):
@@ -48,6 +51,7 @@ def save_checkpoint(path: Path, model: BaseAlgorithm, run_state: dict[str, Any])
         "model": buffer.getvalue(),
         "env": cloudpickle.dumps(base) if isinstance(base, DummyVecEnv) else None,
         "vecnormalize": pickle.dumps(stats) if stats is not None else None,  # VecNormalize pickles without its venv
+        "memory": {name: getattr(model, name) for name in MEMORY_ATTRIBUTES if hasattr(model, name)},
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
                 "action_space": model.action_space.np_random.bit_generator.state},
         "run": run_state,
@@ -67,6 +71,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
                                      f"{error}); start the run again") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DamagedCheckpointError(f"{path} is not a resume checkpoint of this version of the lab")
+    missing = sorted({"model", "env", "vecnormalize", "memory", "rng", "run"} - set(payload))
+    if missing:
+        raise DamagedCheckpointError(f"{path} is damaged: it lacks {', '.join(missing)}; start the run again")
     return payload
 
 
@@ -83,7 +90,10 @@ def restore_model(payload: dict[str, Any], algo_class: type[BaseAlgorithm], make
     # force_reset=False keeps the last observations of the saved envs; fresh envs are reset by learn(). load()
     # reseeds every generator: the saved states are restored below.
     model = algo_class.load(io.BytesIO(payload["model"]), env=env, device=device, force_reset=not exact)
-    if not exact:
+    if exact:
+        for name, value in payload["memory"].items():
+            setattr(model, name, value)
+    else:
         model.set_random_seed(reset_seed)
     rng = payload["rng"]
     torch.set_rng_state(rng["torch"])

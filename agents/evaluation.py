@@ -19,12 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.config import AgentConfig
+from agents.memory_ppo import MemoryPPO
 from envs.bandit import ClassificationBanditEnv
-from envs.evaluation import EVAL_SEED, Act, bandit_accuracy, evaluate, logits_actor
+from envs.evaluation import EVAL_SEED, Act, StatefulAct, bandit_accuracy, evaluate, logits_actor
 from envs.make import is_minigrid, make_env
+
+
+RECURRENT_CLASSES = (MemoryPPO, RecurrentPPO)  # policies that act with a state (one row per env)
 
 
 class Evaluator:
@@ -80,11 +85,13 @@ class Evaluator:
             self.test_split.close()
 
 
-def sb3_actor(model: BaseAlgorithm, greedy: bool, seed: int) -> Act:
+def sb3_actor(model: BaseAlgorithm, greedy: bool, seed: int) -> Act | StatefulAct:
     """Batched actions of an SB3 model on raw env observations (see the module docstring)."""
     policy = model.policy
     stats = model.get_vec_normalize_env()
     normalize: Callable[[Any], Any] = stats.normalize_obs if stats is not None else (lambda obs: obs)
+    if isinstance(model, RECURRENT_CLASSES):
+        return _RecurrentActor(model, greedy, seed, normalize)
     if isinstance(model.action_space, spaces.Discrete) and hasattr(policy, "get_distribution"):
         def logits(observations: Any) -> torch.Tensor:
             return policy.get_distribution(policy.obs_to_tensor(normalize(observations))[0]).distribution.logits
@@ -101,6 +108,26 @@ def sb3_actor(model: BaseAlgorithm, greedy: bool, seed: int) -> Act:
         return actions
 
     return act
+
+
+class _RecurrentActor(StatefulAct):
+    """``model.predict(obs, state, episode_start)`` (RecurrentPPO's API, MemoryPPO's too), sampling from a torch
+    random state of its own."""
+
+    def __init__(self, model: BaseAlgorithm, greedy: bool, seed: int, normalize: Callable[[Any], Any]) -> None:
+        self.model, self.greedy, self.normalize = model, greedy, normalize
+        self.rng, self.state = _seeded_rng_state(seed), None
+
+    def reset(self, n: int) -> None:
+        self.state = None  # predict starts every env's memory empty
+
+    def __call__(self, observations: Any, episode_start: np.ndarray) -> np.ndarray:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng)
+            actions, self.state = self.model.predict(self.normalize(observations), state=self.state,
+                                                     episode_start=episode_start, deterministic=self.greedy)
+            self.rng = torch.get_rng_state()
+        return actions
 
 
 def _seeded_rng_state(seed: int) -> torch.Tensor:

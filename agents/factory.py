@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
@@ -48,15 +49,23 @@ from agents.callbacks import vecnormalize_path
 from agents.config import AgentConfig
 from agents.extractors import EXTRACTORS
 from agents.finetune import FinetuneConfig, load_pretrained, policy_class_for
+from agents.memory_ppo import MemoryPPO
 from envs.make import make_env, resolve_id
 from lab.optim import get_optimizer_info, sb3_optimizer
 from lab.runtime import select_device
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
+    "ppo": PPO, "a2c": A2C, "dqn": DQN,
+    "memory-ppo": MemoryPPO,  # PPO + a transformer over the episode (agents.memory_ppo)
+    "recurrent-ppo": RecurrentPPO,  # sb3-contrib's PPO + LSTM: the memory MemoryPPO is measured against
+}
+RECURRENT = ("memory-ppo", "recurrent-ppo")  # policies with a state: predict(obs, state, episode_start)
+# SB3's policy names by algorithm (flat, Dict observations); RecurrentPPO names its LSTM policies itself.
+POLICY_NAMES = {"recurrent-ppo": ("MlpLstmPolicy", "MultiInputLstmPolicy")}
 ENCODERS = ("mlp", *EXTRACTORS)  # "mlp": SB3's own default extractor (Flatten / CombinedExtractor), the baseline
 VEC_ENVS: dict[str, type] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
-SB3_DEFAULT_LR = {"ppo": 3e-4, "a2c": 7e-4, "dqn": 1e-4}  # the algorithms' own defaults in SB3
-SB3_DEFAULT_OPTIMIZER = {"ppo": "adam", "a2c": "rmsprop", "dqn": "adam"}
+SB3_DEFAULT_LR = {"ppo": 3e-4, "a2c": 7e-4, "dqn": 1e-4, "memory-ppo": 3e-4, "recurrent-ppo": 3e-4}  # SB3's own
+SB3_DEFAULT_OPTIMIZER = {"ppo": "adam", "a2c": "rmsprop", "dqn": "adam", "memory-ppo": "adam", "recurrent-ppo": "adam"}
 ON_POLICY_EPS = 1e-5  # SB3's eps for Adam (PPO/A2C policies) and RMSprop (A2C)
 SCHEDULE_KEYS = ("clip_range", "clip_range_vf")  # algo_kwargs that take an SB3 schedule (besides lr)
 ORTHO_INITS = ("all", "heads", "none")
@@ -135,7 +144,7 @@ def make_agent(
             policy: Any = policy_class_for(algo_class)
             policy_kwargs["finetune"] = config.to_dict()
         else:
-            policy = "MultiInputPolicy" if dict_obs else "MlpPolicy"
+            policy = POLICY_NAMES.get(algo, ("MlpPolicy", "MultiInputPolicy"))[dict_obs]
         model = algo_class(
             policy, env, learning_rate=lr, policy_kwargs=policy_kwargs,
             seed=seed, tensorboard_log=tensorboard_log, device=torch_device, verbose=verbose, **algo_kwargs,

@@ -35,11 +35,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
+from agents.memory_policy import MemoryActorCriticPolicy
 from lab.finetune import discriminative_param_groups, freeze, freeze_to
 from lab.optim import make_optimizer, optimizer_info_for_class
 
@@ -111,14 +113,28 @@ class FinetuneDQNPolicy(_FinetuneMixin, DQNPolicy):
     """SB3's ``DQNPolicy`` (Box or Dict observations) with a fine-tuning strategy on its online Q-network."""
 
 
+class FinetuneMemoryPolicy(_FinetuneMixin, MemoryActorCriticPolicy):
+    """:class:`agents.memory_policy.MemoryActorCriticPolicy` (MemoryPPO) with a fine-tuning strategy."""
+
+
+class FinetuneLstmPolicy(_FinetuneMixin, RecurrentActorCriticPolicy):
+    """sb3-contrib's LSTM policy (RecurrentPPO) with a fine-tuning strategy."""
+
+
+# Most specific first: the memory and LSTM policies are actor-critic policies too.
+_FINETUNE_POLICIES = ((DQNPolicy, FinetuneDQNPolicy), (MemoryActorCriticPolicy, FinetuneMemoryPolicy),
+                      (RecurrentActorCriticPolicy, FinetuneLstmPolicy), (ActorCriticPolicy, FinetuneActorCriticPolicy))
+
+
 def policy_class_for(algo_class: type[BaseAlgorithm]) -> type[BasePolicy]:
-    """The fine-tuning policy class for an SB3 algorithm class (PPO, A2C -> actor-critic; DQN -> DQN)."""
-    default = algo_class.policy_aliases.get("MlpPolicy")
-    if default is not None and issubclass(default, DQNPolicy):
-        return FinetuneDQNPolicy
-    if default is not None and issubclass(default, ActorCriticPolicy):
-        return FinetuneActorCriticPolicy
-    raise ValueError(f"fine-tuning supports PPO, A2C and DQN, not {algo_class.__name__}")
+    """The fine-tuning policy class for an SB3 algorithm class (its default policy with the strategy mixed in).
+    The Dict-observation variants differ only in their default extractor, which fine-tuning replaces anyway."""
+    aliases = algo_class.policy_aliases
+    default = aliases.get("MlpPolicy") or aliases.get("MlpLstmPolicy")
+    for base, finetune_policy in _FINETUNE_POLICIES:
+        if default is not None and issubclass(default, base):
+            return finetune_policy
+    raise ValueError(f"fine-tuning supports PPO, A2C, DQN, MemoryPPO and RecurrentPPO, not {algo_class.__name__}")
 
 
 # ------------------------------------------------------------------------------------------------- strategies

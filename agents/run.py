@@ -153,7 +153,7 @@ class AgentRun:
             model.learn(self.config.timesteps - model.num_timesteps, callback=[lab_tags, loop],
                         reset_num_timesteps=not resumed, progress_bar=options.progress_bar)
             if loop.stopped:
-                raise RunInterrupted(self.run_dir, model.num_timesteps, self.config.timesteps)
+                raise RunInterrupted(self.run_dir, loop.checkpoint_steps, self.config.timesteps)
             train_wall = loop.train_wall_time_s
             loop.evaluate()  # the final model (skipped if the last evaluation was at this very step)
             writer.flush()
@@ -227,6 +227,7 @@ class _RunCallback(BaseCallback):
         self._wall_before = state["wall_time_s"]  # training wall time of earlier segments (evaluations included)
         self.updates = [state["updates"]]
         self.stopped = False
+        self.checkpoint_steps = 0  # environment steps of the last checkpoint
         self._start = self._last_checkpoint = 0.0
         config = run.config
         self._every = max(config.eval_freq // config.n_envs, 1) if config.eval_freq > 0 else 0
@@ -258,6 +259,7 @@ class _RunCallback(BaseCallback):
             for key, tag in tags.EVAL_TAGS.items():
                 if point.get(key) is not None:
                     writer.add_scalar(tag, point[key], step)
+        self.logger.dump(step)  # SB3's pending train/* values too (A2C dumps only every 100 updates by itself)
         self.eval_seconds += time.perf_counter() - began
 
     def _on_rollout_start(self) -> None:
@@ -270,7 +272,7 @@ class _RunCallback(BaseCallback):
         due = every > 0 and time.perf_counter() - self._last_checkpoint >= every
         if due or self.run._stop_requested:
             self.run.save_checkpoint(self)
-            self._last_checkpoint = time.perf_counter()
+            self._last_checkpoint, self.checkpoint_steps = time.perf_counter(), self.num_timesteps
             self.stopped = self.run._stop_requested
 
     def _on_step(self) -> bool:

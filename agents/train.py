@@ -143,11 +143,13 @@ def build_run(args: Any) -> AgentRun:
     """The run ``args`` ask for, prepared (built and checked): a bad option raises before any directory exists."""
     if args.resume is not None:
         defaults = Args()
+        display = ("resume", "threads", "progress_bar", "verbose")  # how this process shows the run, not the run
         given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(Args)
-                 if f.name not in ("resume", "threads") and getattr(args, f.name) != getattr(defaults, f.name)]
+                 if f.name not in display and getattr(args, f.name) != getattr(defaults, f.name)]
         if given:
             raise ValueError(f"--resume continues a run with its own options; drop {', '.join(given)}")
         run = AgentRun.resume(args.resume)
+        run.options = dataclasses.replace(run.options, progress_bar=args.progress_bar, verbose=args.verbose)
     else:
         config = agent_config(args)
         exp_name = args.exp_name or args.preset or f"{config.algo}_{config.encoder}"

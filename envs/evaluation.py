@@ -100,7 +100,7 @@ def evaluation_seeds(episodes: int, base_seed: int = EVAL_SEED, exclude: Iterabl
     return seeds, index - episodes
 
 
-def evaluate(make_env: Callable[[], gym.Env], act: Act, episodes: int, *, seed: int = EVAL_SEED,
+def evaluate(make_env: Callable[[], gym.Env], act: Act | StatefulAct, episodes: int, *, seed: int = EVAL_SEED,
              exclude_seeds: Iterable[int] = (), num_envs: int = 100, greedy: bool = True,
              env_id: str = "") -> RolloutResult:
     """Play ``episodes`` fresh episodes with ``act`` and return every episode's result (module docstring).
@@ -122,14 +122,36 @@ def evaluate(make_env: Callable[[], gym.Env], act: Act, episodes: int, *, seed: 
     return RolloutResult(env_id, greedy, tuple(results), skipped, time.perf_counter() - start)
 
 
-def play(envs: Sequence[gym.Env], act: Act, seeds: Sequence[int]) -> list[EpisodeResult]:
-    """One episode per seed on ``envs[:len(seeds)]``; each step, one ``act`` call over the envs still running."""
+class StatefulAct:
+    """An actor with memory (an LSTM's state, a transformer's episode memory): :func:`play` calls
+    ``reset(n)`` before a group of ``n`` episodes, then ``act(observations, episode_start)`` on every env of the
+    group each step (finished ones included, their actions ignored), so the state keeps one row per env."""
+
+    def reset(self, n: int) -> None:
+        raise NotImplementedError
+
+    def __call__(self, observations: Any, episode_start: np.ndarray) -> Sequence[Any]:
+        raise NotImplementedError
+
+
+def play(envs: Sequence[gym.Env], act: Act | StatefulAct, seeds: Sequence[int]) -> list[EpisodeResult]:
+    """One episode per seed on ``envs[:len(seeds)]``; each step, one ``act`` call over the envs still running
+    (a :class:`StatefulAct` over all of them)."""
     observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
     actions: list[list[Any]] = [[] for _ in seeds]
     returns, success = [0.0] * len(seeds), [None] * len(seeds)
     active = list(range(len(seeds)))
+    stateful = isinstance(act, StatefulAct)
+    if stateful:
+        act.reset(len(seeds))
+    starts = np.ones(len(seeds), dtype=bool)
     while active:
-        chosen = act(stack([observations[i] for i in active]))
+        if stateful:
+            every = act(stack(observations), starts)
+            starts = np.zeros(len(seeds), dtype=bool)
+            chosen = [every[i] for i in active]
+        else:
+            chosen = act(stack([observations[i] for i in active]))
         if len(chosen) != len(active):
             raise ValueError(f"act returned {len(chosen)} actions for {len(active)} observations")
         running = []
