@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -36,64 +35,18 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
+from agents.extractor_base import (  # re-exported: the extractors' public names live here
+    RL_TRANSFORMER_DEFAULTS, ObservationSpaceError, describe_space, join_last_two, transformer_config,
+)
+from agents.fusion_extractor import FUSION_DEFAULTS, FusionExtractor
 from lab.classifier import ClassifierConfig, TransformerClassifier
 from lab.conv import ConvNetConfig, SeparableConvNet, min_input_size
-from lab.fusion import FusionConfig, FusionTransformer, ModalitySpec
-from lab.layers import TransformerConfig
 
 POOLINGS = ("cls", "mean", "last", "flatten")
-FUSION_POOLINGS = ("cls", "mean", "flat")
-BABYAI_KEYS = frozenset({"image", "direction", "mission"})
-BABYAI_OPTIONAL_KEYS = frozenset({"prev_actions"})  # envs.babyai.BabyAIObservation(action_history=k > 0)
 # deltas=True: the frame difference is multiplied by this. With VecNormalize'd CartPole observations (unit
 # variance), one step moves the position/angle by ~0.01-0.1, far below the observations themselves; x10
 # brings the velocity channel to the observations' scale (the value the RL spike used).
 DEFAULT_DELTA_SCALE = 10.0
-
-# RL defaults of TransformerExtractor; each overrides TransformerConfig's supervised default. PPO steps/s on
-# CartPole-v1 relative to MlpPolicy (SB3's PPO defaults, 2 shared CPU cores, noisy): 0.46 with d_model 64,
-# 4 heads, ff 128, gelu; 0.50-0.57 with these values, the same as torch.nn.TransformerEncoder at this size.
-RL_TRANSFORMER_DEFAULTS: dict[str, Any] = dict(
-    d_model=32,  # 4-8 tokens of low-dimensional state need little width; per-step cost bounds steps/s
-    num_heads=2,  # CPU attention costs grow with batch x heads for such short sequences; head width 16
-    num_layers=1,  # one layer of attention already mixes every token with every other
-    dim_feedforward=64,  # 2x d_model: the 4x default costs time and gains nothing at this size
-    dropout=0.0,  # dropout makes PPO's probability ratio noisy and train/eval outputs differ
-    activation="relu",  # cheaper than gelu forward and backward on CPU
-)
-# FusionExtractor: BabyAI's ~55 tokens of three modalities (grid cells, direction, words) get more width.
-FUSION_DEFAULTS: dict[str, Any] = dict(RL_TRANSFORMER_DEFAULTS, d_model=64, num_heads=4, dim_feedforward=128)
-
-
-class ObservationSpaceError(ValueError):
-    """An extractor was given an observation space it cannot encode; the message says what would work."""
-
-
-def transformer_config(
-    overrides: Mapping[str, Any], defaults: Mapping[str, Any] = RL_TRANSFORMER_DEFAULTS
-) -> TransformerConfig:
-    """``TransformerConfig`` from RL defaults and user overrides; an unknown key names the valid ones."""
-    valid = [f.name for f in dataclasses.fields(TransformerConfig)]
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise TypeError(f"unknown transformer option(s) {unknown}; valid: {', '.join(valid)}")
-    return TransformerConfig(**{**defaults, **overrides})
-
-
-def _join_last_two(groups: list[nn.Module]) -> list[nn.Module]:
-    """Layer groups with the last two merged: a stack's final norm (or a conv net's new projection) belongs
-    with its top layer, so "the top k layer groups" means k layers (lab.finetune.freeze_to)."""
-    if len(groups) < 3:
-        return groups
-    return [*groups[:-2], nn.ModuleList(groups[-2:])]
-
-
-def _describe(space: spaces.Space) -> str:
-    if isinstance(space, spaces.Dict):
-        return "Dict(" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in space.spaces.items()) + ")"
-    if isinstance(space, spaces.Box):
-        return f"Box{tuple(space.shape)} {space.dtype}"
-    return str(space)
 
 
 # ------------------------------------------------------------------------------------------------- transformer
@@ -197,7 +150,7 @@ class TransformerExtractor(BaseFeaturesExtractor):
         if not ok:
             raise ObservationSpaceError(
                 "TransformerExtractor needs a Box (D,) (one token per feature), a Box (T, D) (one token per row) "
-                f"or a Dict with 'obs' (K, D) and 'mask' (K,); got {_describe(space)}. For a history of a Box env, "
+                f"or a Dict with 'obs' (K, D) and 'mask' (K,); got {describe_space(space)}. For a history of a Box env, "
                 "wrap it with envs.history.HistoryWrapper (e.g. 'lab/CartPoleNoVelHistory-v1'); for images use "
                 "encoder 'conv', for BabyAI-style dicts encoder 'fusion'."
             )
@@ -209,7 +162,7 @@ class TransformerExtractor(BaseFeaturesExtractor):
 
     def layer_groups(self) -> list[nn.Module]:
         """Body -> top: input embedding (+ CLS), then each encoder layer, the final norm joined to the last."""
-        return _join_last_two(self.classifier.layer_groups())
+        return join_last_two(self.classifier.layer_groups())
 
     def forward(self, observations: Tensor | dict[str, Tensor]) -> Tensor:
         if self.history:
@@ -312,7 +265,7 @@ class ConvExtractor(BaseFeaturesExtractor):
             else "a 3-d Box (float images already scaled)"
         )
         raise ObservationSpaceError(
-            f"ConvExtractor needs an image: {hint} of shape (C, H, W) or (H, W, C); got {_describe(space)}. "
+            f"ConvExtractor needs an image: {hint} of shape (C, H, W) or (H, W, C); got {describe_space(space)}. "
             "Already-normalised float images: pass normalized_image=True (and normalize_images=False to the "
             "policy). Flat vectors: encoder 'mlp' or 'transformer'; BabyAI dicts: encoder 'fusion'."
         )
@@ -324,7 +277,7 @@ class ConvExtractor(BaseFeaturesExtractor):
 
     def layer_groups(self) -> list[nn.Module]:
         """Body -> top: the stem, each stage, the projection joined to the last stage."""
-        return _join_last_two([*self.convnet.layer_groups(), self.projection])
+        return join_last_two([*self.convnet.layer_groups(), self.projection])
 
     def forward(self, observations: Tensor) -> Tensor:
         return self.projection(self.convnet(self.to_channels_first(observations)))
@@ -335,146 +288,13 @@ class _ChannelsLastToFirst(nn.Module):
         return x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
 
 
-# ----------------------------------------------------------------------------------------------------- fusion
-class FusionExtractor(BaseFeaturesExtractor):
-    """``lab.FusionTransformer`` over a Dict observation; output the fused CLS vector (B, d_model).
-
-    - BabyAI dicts (``image``, ``direction``, ``mission`` and optionally ``prev_actions`` from
-      ``action_history=k``) use :func:`envs.babyai_fusion.babyai_modalities` and
-      :func:`envs.babyai_fusion.babyai_fusion_inputs`, exactly as behaviour cloning does, so
-      ``extractor.fusion.load_state_dict(bc_fusion_state_dict)`` works when the transformer options match.
-    - Any other Dict: each key is a modality, in the space's key order: a Box (n,) is one feature token, a
-      Box (T, n) is T feature tokens, a Discrete(n) is one token id.
-
-    Args:
-        observation_space: a Dict as above.
-        pooling: ``"cls"`` or ``"mean"`` (FusionTransformer's options), or ``"flat"`` (BabyAI only): the CLS
-            state and the image cells' token states (1 + 7 * 7 for BabyAI's view) concatenated,
-            ``features_dim = (1 + cells) * d_model``. Flat keeps *where* each cell's content is, like a CNN's
-            flatten; with CLS alone PPO plateaued at ~0.91 success on GoToRedBallGrey, with flat it reached 0.99.
-            The FusionTransformer and its state dict are the same for every pooling.
-        config: a whole ``lab.TransformerConfig`` (e.g. the one a behaviour-cloning encoder was built with),
-            instead of keyword overrides.
-        **transformer: ``lab.TransformerConfig`` fields overriding :data:`FUSION_DEFAULTS`; they must match
-            the pretrained encoder's to load its weights (``activation`` has no weights: a mismatch loads
-            silently but computes another function).
-    """
-
-    def __init__(
-        self, observation_space: spaces.Space, pooling: str = "cls", config: TransformerConfig | None = None,
-        **transformer: Any
-    ) -> None:
-        self.check_observation_space(observation_space)
-        if pooling not in FUSION_POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(FUSION_POOLINGS)}")
-        if config is not None and transformer:
-            raise TypeError(f"pass either config= (a TransformerConfig) or keyword options {sorted(transformer)}, "
-                            "not both")
-        if config is not None and not isinstance(config, TransformerConfig):
-            raise TypeError(f"config must be a lab.TransformerConfig, got {type(config).__name__}")
-        config = config if config is not None else transformer_config(transformer, FUSION_DEFAULTS)
-        babyai = is_babyai_space(observation_space)
-        if pooling == "flat" and not babyai:
-            raise ValueError("pooling 'flat' reads BabyAI's image cells; use 'cls' or 'mean' for other dicts")
-        # Image cells: the view is H x W, whatever the level's agent_view_size; fixed per env, so is features_dim.
-        image_cells = int(math.prod(observation_space["image"].shape[:2])) if babyai else 0
-        super().__init__(observation_space, features_dim=config.d_model * (1 + image_cells if pooling == "flat" else 1))
-        self.babyai, self.image_cells, self.pooling = babyai, image_cells, pooling
-        if self.babyai:
-            from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities  # imports minigrid: BabyAI only
-
-            history = observation_space.spaces.get("prev_actions")
-            modalities = babyai_modalities(
-                max_mission_len=observation_space["mission"].shape[0],
-                action_history=0 if history is None else int(history.shape[0]),
-            )
-            self._babyai_inputs = babyai_fusion_inputs
-            self._prev_actions = history is not None
-        else:
-            modalities = [_generic_modality(key, space) for key, space in observation_space.spaces.items()]
-        fusion_pooling = "cls" if pooling == "flat" else pooling  # "flat" reads the token states itself
-        self.fusion = FusionTransformer(FusionConfig(modalities, transformer=config, pooling=fusion_pooling))
-
-    @staticmethod
-    def check_observation_space(space: spaces.Space) -> None:
-        problem = None
-        if not isinstance(space, spaces.Dict):
-            problem = "it is not a Dict"
-        elif BABYAI_KEYS <= set(space.spaces):
-            extra = sorted(set(space.spaces) - BABYAI_KEYS - BABYAI_OPTIONAL_KEYS)
-            history = space.spaces.get("prev_actions")
-            if not all(isinstance(space[key], spaces.Box) for key in ("image", "mission")):
-                # A raw MiniGrid / BabyAI env: its mission is a text space (no shape), image and mission unwrapped.
-                raise ObservationSpaceError(
-                    f"FusionExtractor got a raw MiniGrid observation (mission: {type(space['mission']).__name__}, "
-                    f"image: {type(space['image']).__name__}): its mission is text, not token ids. Wrap the env in envs.babyai.BabyAIObservation, or make it with "
-                    "envs.make.make_env (what make_agent and agents.train do for every MiniGrid-* / BabyAI-* id)."
-                )
-            if extra:
-                problem = f"BabyAI dicts may add only {sorted(BABYAI_OPTIONAL_KEYS)}, not {extra}"
-            elif space["image"].shape[-1:] != (3,) or len(space["image"].shape) != 3 or len(space["mission"].shape) != 1:
-                problem = "BabyAI keys need image (H, W, 3) and mission (L,) token ids (envs.babyai.BabyAIObservation)"
-            elif history is not None and not (isinstance(history, spaces.Box) and len(history.shape) == 1):
-                problem = "prev_actions must be a Box (k,) of action ids (envs.babyai.BabyAIObservation(action_history=k))"
-        else:
-            bad = [k for k, s in space.spaces.items()
-                   if not (isinstance(s, spaces.Discrete) or (isinstance(s, spaces.Box) and len(s.shape) in (1, 2)))]
-            if bad:
-                problem = f"keys {bad} are neither Box (n,) / (T, n) nor Discrete"
-        if problem:
-            raise ObservationSpaceError(
-                f"FusionExtractor needs a Dict observation: BabyAI's {{'image', 'direction', 'mission'}} and "
-                f"optionally 'prev_actions' (envs.babyai.make_babyai_env / 'lab/BabyAI-*' ids), or keys holding "
-                f"Box (n,), Box (T, n) or Discrete spaces; got {_describe(space)} ({problem}). For a Box use "
-                "encoder 'transformer', 'conv' or 'mlp'."
-            )
-
-    @property
-    def backbone(self) -> FusionTransformer:
-        """The ``lab`` module a pretrained ``FusionTransformer`` state dict loads into."""
-        return self.fusion
-
-    def layer_groups(self) -> list[nn.Module]:
-        """Body -> top: all embeddings, each encoder layer, the final norm joined to the last layer."""
-        return _join_last_two(self.fusion.layer_groups())
-
-    def forward(self, observations: dict[str, Tensor]) -> Tensor:
-        if self.babyai:
-            # babyai_fusion_inputs accepts SB3's one-hot direction, (B, 4) or (B, 1, 4) from the rollout buffer
-            inputs, masks = self._babyai_inputs(
-                observations["image"], observations["direction"], observations["mission"],
-                observations["prev_actions"] if self._prev_actions else None,
-            )
-            if not bool(masks["mission"].any()):
-                masks = None  # one mission length in the batch (always at batch 1): SDPA without a mask is faster
-            out = self.fusion(inputs, masks)
-            if self.pooling == "flat":
-                return out.tokens[:, : 1 + self.image_cells].flatten(1)  # (B, 1 + cells, D) -> (B, (1 + cells) D)
-            return out.fused
-        inputs = {}
-        for name, embed in self.fusion.modalities.items():
-            x = observations[name]
-            if embed.spec.kind == "tokens":  # SB3's one-hot (B, n) or, from its buffers, (B, 1, n): back to ids (B, 1)
-                inputs[name] = x.reshape(x.shape[0], -1).argmax(dim=1, keepdim=True)
-            else:
-                inputs[name] = x if x.dim() == 3 else x.unsqueeze(1)  # (B, n) -> (B, 1, n)
-        return self.fusion(inputs).fused
-
-
-def is_babyai_space(space: spaces.Space) -> bool:
-    """A BabyAI Dict observation (:class:`envs.babyai.BabyAIObservation`, with or without ``prev_actions``)."""
-    return isinstance(space, spaces.Dict) and BABYAI_KEYS <= set(space.spaces) <= BABYAI_KEYS | BABYAI_OPTIONAL_KEYS
-
-
-def _generic_modality(key: str, space: spaces.Space) -> ModalitySpec:
-    if isinstance(space, spaces.Discrete):
-        return ModalitySpec(key, "tokens", size=int(space.n), max_len=1)
-    length, size = (1, space.shape[0]) if len(space.shape) == 1 else space.shape
-    return ModalitySpec(key, "features", size=int(size), max_len=int(length))
-
-
 EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
     "transformer": TransformerExtractor,
     "conv": ConvExtractor,
     "fusion": FusionExtractor,
 }
+
+__all__ = [
+    "EXTRACTORS", "FUSION_DEFAULTS", "POOLINGS", "RL_TRANSFORMER_DEFAULTS", "ConvExtractor", "FusionExtractor",
+    "ObservationSpaceError", "TransformerExtractor", "transformer_config", "with_deltas",
+]
