@@ -6,6 +6,7 @@
     python -m experiments digits --help             # every option, with its default
     python -m experiments flagship --resume         # continue an interrupted run in the same --out
     python -m experiments digits --address auto     # on a running Ray cluster instead of a local instance
+    python -m experiments optimizers --tune-trials 8  # experiment 3 with each learning rate tuned first
     python -m experiments report runs/experiments/digits  # re-render plots and report.md from results.json
 
 Every run writes TensorBoard events to ``OUT/<experiment>/<variant>/seed<N>`` (shared ``lab.tags``, x-axis =
@@ -30,7 +31,7 @@ from typing import Annotated, Union
 
 import tyro
 
-from experiments import digits, finetune, imitation, optimizers
+from experiments import digits, finetune, imitation, optimizers, tuning
 from experiments.common import FULL_SEEDS, QUICK_SEEDS, seed_list
 from experiments.pipeline import OutputExistsError, Planned, check_output_free, print_closing, render, run
 from experiments.runner import Interrupted, ResumeMismatchError, cpu_seconds
@@ -81,6 +82,9 @@ class OptimizersCommand(Common):
     bandit (the same net), final test accuracy and samples / wall time to a threshold."""
 
     budget: optimizers.OptimizersBudget = field(default_factory=optimizers.OptimizersBudget)
+    tune_trials: int = 0
+    """tune each optimizer's learning rate first (Ray Tune, this many trials per optimizer and paradigm, on the
+    validation split; experiments.tuning), then run the tuned rates over the seeds beside the default ones"""
 
 
 @dataclass
@@ -153,6 +157,7 @@ def plan(args: Common, name: str) -> list[Planned]:
         raise ValueError(f"--workers must be >= 0 (0: run in this process), got {args.workers}")
     if args.address is not None and not args.address.strip():
         raise ValueError("--address must be 'auto' or HOST:PORT of a running Ray cluster")
+    tuning.check_trials(getattr(args, "tune_trials", 0))
     seeds = seed_list(args.seeds or (FULL_SEEDS if args.full else QUICK_SEEDS))
     mode = "full" if args.full else "quick"
     names = FLAGSHIP if name == "flagship" else (name,)
@@ -161,7 +166,7 @@ def plan(args: Common, name: str) -> list[Planned]:
         budget = getattr(args, n) if name == "flagship" else args.budget
         budget = budget.resolve(args.full)
         budget.check()
-        planned.append(Planned(n, MODULES[n], budget, seeds, mode))
+        planned.append(Planned(n, MODULES[n], budget, seeds, mode, tune_trials=getattr(args, "tune_trials", 0)))
     return planned
 
 
@@ -192,8 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                           address=args.address, resume=args.resume)
     except Interrupted as stop:
         resume = shlex.join(["python", "-m", "experiments", *argv, *([] if args.resume else ["--resume"])])
-        print(f"interrupted ({signal.Signals(stop.signum).name}): {stop.finished} of {stop.total} runs finished "
-              f"and kept in {args.out}; every worker stopped. Resume with: {resume}", file=sys.stderr, flush=True)
+        done = (f"{stop.finished} of {stop.total} runs finished and kept in {args.out}" if stop.total else
+                "while tuning learning rates, before any run (the search starts again)")
+        print(f"interrupted ({signal.Signals(stop.signum).name}): {done}; every worker stopped. Resume with: "
+              f"{resume}", file=sys.stderr, flush=True)
         return stop.exit_code
     except ResumeMismatchError as error:  # --resume into an output directory made by another command
         print(f"error: {error}", file=sys.stderr)

@@ -38,6 +38,7 @@ class Planned:
     budget: Any
     seeds: list[int]
     mode: str
+    tune_trials: int = 0  # experiment 3: learning-rate trials per optimizer and paradigm (experiments.tuning)
 
     @property
     def budget_dict(self) -> dict[str, Any]:
@@ -69,7 +70,14 @@ def run(planned: list[Planned], out: Path, workers: int, progress: bool, command
     re-run. Raises :class:`experiments.runner.Interrupted` on SIGINT / SIGTERM (no results written then)."""
     if not resume:
         check_output_free(out, [p.name for p in planned])
-    jobs = [job for p in planned for job in p.module.jobs(p.budget, p.seeds, exp=p.name)]
+    jobs, tuning = [], {}
+    for p in planned:
+        jobs += p.module.jobs(p.budget, p.seeds, exp=p.name)
+        if p.tune_trials:  # tuned rates first (Ray Tune), then their runs join the others
+            from experiments import tuning as tune
+
+            tuning[p.name] = tune.load_or_tune(p.budget, p.tune_trials, out / p.name, workers, address, resume)
+            jobs += tune.tuned_jobs(p.budget, p.seeds, tuning[p.name], exp=p.name)
     title = " + ".join(f"{p.name} ({p.mode})" for p in planned)
     started = now_iso()
     outcome = run_jobs(jobs, out, workers=workers, progress=progress, title=title, address=address, resume=resume)
@@ -84,7 +92,7 @@ def run(planned: list[Planned], out: Path, workers: int, progress: bool, command
                        "experiments_in_pool": [q.name for q in planned], "jobs": len(jobs),
                        "worker_cpu_time_s": outcome.worker_cpu_time_s, "engine": outcome.engine,
                        "resumed_jobs": len(outcome.loaded)},
-            "errors": errors, "runs": runs,
+            "errors": errors, "runs": runs, **({"tuning": tuning[p.name]} if p.name in tuning else {}),
             "summary": p.module.summarize(runs, p.budget_dict) if runs else [],
         }
         exp_dir = out / p.name

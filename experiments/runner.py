@@ -116,7 +116,7 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     errors: dict[str, str] = {}
     engine: dict[str, Any] = {}
-    inline = workers <= 0 and address is None
+    inline = (workers <= 0 and address is None) or len(records) == len(jobs)  # nothing to run: no Ray
     try:
         with Signals(raise_at_once=inline) as signals:
             if inline:
