@@ -8,6 +8,8 @@ from it when the job runs again (``--resume``).
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from torch import nn
 
 from agents.config import AgentConfig
 from agents.finetune import read_state_dict
-from agents.run import AgentRun, RunOptions
+from agents.run import RESULTS_FILE, AgentRun, RunOptions
 from envs.make import first_observation
 from experiments.runner import Report
 from lab.conv import count_flops
@@ -40,17 +42,24 @@ class ExperimentRun(AgentRun):
 def train_agent(run_dir: Path, report: Report | None, deps: dict[str, dict[str, Any]], *, variant: str, seed: int,
                 config: AgentConfig, pretrained_from: str | None = None, load_head: bool = False,
                 log_every: int = 1000) -> dict[str, Any]:
-    """Train ``config`` with ``seed`` into ``run_dir`` (or continue it from its checkpoint); the record the
-    experiment analyses (also ``results.json``).
+    """Train ``config`` with ``seed`` into ``run_dir``; the record the experiment analyses (also ``results.json``).
+
+    A job run again (``--resume``, a retried worker) continues from the run's checkpoint, returns its results if
+    it had finished, and otherwise starts afresh (a run cut before its first checkpoint has nothing to keep).
 
     ``pretrained_from`` names a dependency job whose record has ``encoder_file`` (behaviour cloning) in its
     ``run_dir``; it loads into the policy's encoder, and with ``load_head`` its ``head_file`` into PPO/A2C's
     action head.
     """
     torch.set_num_threads(1)
+    run_dir = Path(run_dir)
+    if (run_dir / RESULTS_FILE).exists():  # finished just before an interrupt, before the engine recorded it
+        return json.loads((run_dir / RESULTS_FILE).read_text())
     if AgentRun.can_resume(run_dir):
         run = ExperimentRun.resume(run_dir)
     else:
+        if run_dir.exists():  # interrupted before its first checkpoint: nothing to continue from
+            shutil.rmtree(run_dir)
         pretrained = head = None
         if pretrained_from is not None:
             dep = deps[pretrained_from]
