@@ -22,6 +22,7 @@ from experiments.common import (
 from experiments.stats import INTERVAL_METHOD, IQM_MIN_VALUES
 from experiments.tb_layout import URL_FRAGMENT, write_layout
 from experiments.runner import run_jobs
+from experiments.tuning import load_or_tune, tuned_jobs
 from lab.io import atomic_write_text
 
 
@@ -74,10 +75,8 @@ def run(planned: list[Planned], out: Path, workers: int, progress: bool, command
     for p in planned:
         jobs += p.module.jobs(p.budget, p.seeds, exp=p.name)
         if p.tune_trials:  # tuned rates first (Ray Tune), then their runs join the others
-            from experiments import tuning as tune
-
-            tuning[p.name] = tune.load_or_tune(p.budget, p.tune_trials, out / p.name, workers, address, resume)
-            jobs += tune.tuned_jobs(p.budget, p.seeds, tuning[p.name], exp=p.name)
+            tuning[p.name] = load_or_tune(p.budget, p.tune_trials, out / p.name, workers, address, resume)
+            jobs += tuned_jobs(p.budget, p.seeds, tuning[p.name], exp=p.name)
     title = " + ".join(f"{p.name} ({p.mode})" for p in planned)
     started = now_iso()
     outcome = run_jobs(jobs, out, workers=workers, progress=progress, title=title, address=address, resume=resume)

@@ -25,7 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from experiments import digits
+from experiments.optimizers import PARADIGMS, WEIGHT_DECAY
 from experiments.runner import Interrupted, Job, ResumeMismatchError, Signals
+from lab.optim import get_optimizer_info
 
 LOG10_RANGE = (-2.0, 1.0)  # lr from default / 100 to default x 10
 TUNE_SEED = 0
@@ -36,9 +39,6 @@ TUNING_JSON = "tuning.json"  # in the experiment directory: the search's setting
 
 def variant_job(exp: str, paradigm: str, name: str, seed: int, budget: Any, lr: float, suffix: str = "") -> Job:
     """One run of experiment 3 (``budget``: an ``OptimizersBudget``) at learning rate ``lr``."""
-    from experiments import digits
-    from experiments.optimizers import WEIGHT_DECAY
-
     base, variant = budget.digits_budget(), f"{paradigm}-{name}{suffix}"
     if paradigm == "supervised":
         return digits.supervised_job(exp, variant, seed, base, optimizer=name, lr=lr)
@@ -49,7 +49,7 @@ def validation_accuracy(paradigm: str, record: dict[str, Any]) -> float:
     """Accuracy of a finished run's final model on the validation split."""
     if paradigm == "supervised":
         return float(record["metrics"]["final_val_accuracy"])
-    from stable_baselines3 import PPO
+    from stable_baselines3 import PPO  # here, in the trial's worker: the command line never loads SB3 for this
 
     from agents.evaluation import sb3_actor
     from envs.evaluation import bandit_accuracy
@@ -79,13 +79,11 @@ def tune_rates(budget: Any, trials: int, storage: Path, workers: int = 2, addres
                seed: int = TUNE_SEED) -> dict[str, Any]:
     """Tune every (paradigm, optimizer) pair of ``budget`` with ``trials`` trials each; the tuned rates, the
     search's settings and every trial (JSON-able). Starts (or joins) Ray and shuts it down after."""
-    import ray
+    import ray  # here: importing Ray takes a second, and only a tuned experiment needs Tune
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from experiments.cluster import connect
-    from experiments.optimizers import PARADIGMS
-    from lab.optim import get_optimizer_info
+    from experiments.cluster import connect  # imports Ray too
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV per trial
@@ -153,7 +151,7 @@ def load_or_tune(budget: Any, trials: int, exp_dir: Path, workers: int, address:
     path = exp_dir / TUNING_JSON
     if resume and path.is_file():
         saved = json.loads(path.read_text())
-        wanted = {f"{p}-{n}" for p in ("supervised", "ppo") for n in budget.optimizers}
+        wanted = {f"{p}-{n}" for p in PARADIGMS for n in budget.optimizers}
         if saved["trials_per_variant"] == trials and set(saved["best"]) == wanted:
             return saved
         raise ResumeMismatchError(f"{path} was tuned with other settings than this command's; resume with the command that "
