@@ -9,8 +9,10 @@
 4. :mod:`experiments.finetune`: a behaviour-cloned encoder fine-tuned by PPO under each strategy vs scratch.
 
 Shared machinery: :mod:`experiments.runner` (independent runs as Ray tasks on a local instance or a
-cluster, resumable after an interrupt, with a live display), :mod:`experiments.supervised_runs` / :mod:`experiments.rl_runs` (one run of each paradigm into
-``runs/<experiment>/<variant>/seed<N>`` with the shared TensorBoard tags and a test / success curve),
-:mod:`experiments.bc` (behaviour cloning), :mod:`experiments.pipeline` (results files, then plots and report
-rendered from ``results.json``), :mod:`experiments.common` and :mod:`experiments.stats` (numbers over seeds).
+cluster, resumable after an interrupt, with a live display), :mod:`experiments.supervised_runs` /
+:mod:`experiments.rl_runs` (one run of each paradigm into ``runs/experiments/<experiment>/<variant>/seed<N>``
+with the shared TensorBoard tags and a test / success curve), :mod:`experiments.bc` (behaviour cloning),
+:mod:`experiments.tuning` (learning rates tuned by Ray Tune), :mod:`experiments.pipeline` (results files, then
+plots and report rendered from ``results.json``), :mod:`experiments.common` and :mod:`experiments.stats` (numbers
+over seeds).
 """

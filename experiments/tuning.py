@@ -154,8 +154,8 @@ def load_or_tune(budget: Any, trials: int, exp_dir: Path, workers: int, address:
         wanted = {f"{p}-{n}" for p in PARADIGMS for n in budget.optimizers}
         if saved["trials_per_variant"] == trials and set(saved["best"]) == wanted:
             return saved
-        raise ResumeMismatchError(f"{path} was tuned with other settings than this command's; resume with the command that "
-                         "started it, or choose a new --out")
+        raise ResumeMismatchError(f"{path} was tuned with other settings than this command's; resume with the "
+                                  "command that started it, or choose a new --out")
     tuned = tune_rates(budget, trials, exp_dir / "tuning", workers=max(workers, 1), address=address)
     write_json(path, tuned)
     return tuned
