@@ -107,17 +107,17 @@ class AgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: nested dataclasses (encoder configs, the fine-tuning config) become dicts."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Dataclasses, tuples and classes as JSON-able values (a class by its name)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
+        return plain(dataclasses.asdict(value))
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, type):
         return value.__name__
     return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)

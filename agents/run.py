@@ -37,7 +37,7 @@ from stable_baselines3.common.logger import CSVOutputFormat, configure
 
 from agents.callbacks import LabTagsCallback, save_model_atomic, tensorboard_writer
 from agents.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore_model, save_checkpoint
-from agents.config import AgentConfig
+from agents.config import AgentConfig, plain
 from agents.evaluation import Evaluator
 from agents.factory import ALGORITHMS, VEC_ENVS, make_agent
 from envs.make import make_env
@@ -194,7 +194,7 @@ class AgentRun:
     def hyperparameters(self, model: BaseAlgorithm) -> dict[str, Any]:
         """The hyperparameter table: the config, the run options and what SB3 resolved."""
         options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "hparams"}
-        return {**self.config.to_dict(), **options, **self.options.hparams, **describe_agent(model)}
+        return plain({**self.config.to_dict(), **options, **self.options.hparams, **describe_agent(model)})
 
     def _record(self, model: BaseAlgorithm, loop: _RunCallback, evaluator: Evaluator, train_wall: float,
                 updates: int) -> dict[str, Any]:
@@ -211,7 +211,7 @@ class AgentRun:
             "encoder_params": count_parameters(getattr(extractor, "backbone", extractor)),
             "metric": evaluator.metric, "final_metric": final.get(evaluator.metric), "eval_actions": evaluator.actions,
             "resumes": loop.state["resumes"], "config": config.to_dict(),
-            "hyperparameters": {k: str(v) for k, v in self.hyperparameters(model).items()},
+            "hyperparameters": self.hyperparameters(model),
             **self.extra_record(model),
         }
 

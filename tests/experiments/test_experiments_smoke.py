@@ -131,7 +131,7 @@ def test_flagship_digits_numbers_trace_back_to_the_runs(flagship_run):
     assert {v: runs[(v, 1)]["updates"] for v in ("supervised", "ppo", "a2c")} == {"supervised": 4, "ppo": 4, "a2c": 16}
     # Same conv body in both paradigms.
     supervised, ppo = runs[("supervised", 1)], runs[("ppo", 1)]
-    assert ppo["hyperparameters"]["encoder_kwargs"]["channels"] == [8, 16]
+    assert ppo["hyperparameters"]["encoder_kwargs"]["config"]["channels"] == [8, 16]
     assert supervised["params"] < ppo["params"]  # the policy adds a projection and a value head
 
 
