@@ -132,7 +132,7 @@ def node_info(cpus: float) -> dict[str, Any]:
 def run_task(job: Any, out_dir: str, driver_node: str, deps: dict[str, dict[str, Any]],
              dep_blobs: list[tuple[str, Any]], progress: Any) -> tuple[dict[str, Any], bytes | None]:
     """One job in a Ray worker; returns ``(record, None)`` when it wrote in place, ``(record, archive)``
-    from another node, or ``({"error": traceback}, None)``. ``dep_blobs`` are ``(dep id, ObjectRef)`` pairs,
+    from another node, or ``({ERROR_KEY: traceback}, None)``. ``dep_blobs`` are ``(dep id, ObjectRef)`` pairs,
     fetched only off the driver's node (refs inside a list are not resolved by Ray)."""
     threads = max(int(job.cpus), 1)
     torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS; torch's pool may predate it

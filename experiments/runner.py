@@ -108,7 +108,7 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
              title: str = "runs", address: str | None = None, resume: bool = False) -> Outcome:
     """Run ``jobs`` (dependencies first) on Ray, or in this process for ``workers=0``; see the module docstring."""
     check_jobs(jobs)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # a worker's working directory need not be this process's
     jobs = critical_path_order(jobs)
     records = load_finished(jobs, out) if resume else {}
     loaded = list(records)
