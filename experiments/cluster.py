@@ -41,8 +41,8 @@ def connect(address: str | None, cpus: int) -> None:
     """``ray.init`` for this process: a local instance with ``cpus`` CPUs, or the cluster at ``address``."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    if address is None:
-        ray.init(num_cpus=cpus, **quiet)
+    if address is None:  # "local": a new instance even when RAY_ADDRESS names a cluster (that takes --address)
+        ray.init(address="local", num_cpus=cpus, **quiet)
     else:
         ray.init(address=address, **quiet)
 
