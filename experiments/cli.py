@@ -53,7 +53,8 @@ class Common:
     """CPUs of the local Ray instance: runs in parallel, one torch thread each (0: all in this process, without
     Ray); ignored with --address"""
     address: str | None = None
-    """join a running Ray cluster ('auto' or HOST:PORT) instead of starting a local instance"""
+    """join a running Ray cluster ('auto' or HOST:PORT) instead of starting a local instance;
+    a cluster with Ray's token authentication needs its token here (RAY_AUTH_TOKEN or ~/.ray/auth_token)"""
     resume: bool = False
     """continue an interrupted run in the same --out: finished runs are loaded, unfinished ones run again"""
     progress: bool = True
