@@ -61,7 +61,8 @@ def summary_row(section: str, quantity: str, variant: str, values: Sequence[floa
             "interval": INTERVAL_METHOD, "bounds": list(bounds)}
 
 
-AGGREGATE_METHOD = "stratified bootstrap 95% CI of the IQM over tasks x seeds (rliable; seeds resampled within each task)"
+AGGREGATE_METHOD = ("stratified bootstrap 95% CI of the IQM over tasks x seeds (rliable; seeds resampled within "
+                    "each task)")
 
 
 def aggregate_row(section: str, quantity: str, variant: str, scores: dict[str, Sequence[float | None]],

@@ -39,6 +39,7 @@ class Style:
     color: str
     linestyle: str = "-"
     marker: str = "o"
+    hatch: str | None = None  # bars only: hatched = distinct counts (vs the same count with repeats)
 
 
 # One colour per paradigm, defined once for the whole lab.
@@ -205,8 +206,7 @@ def draw_bars(ax: Any, panel: BarPanel) -> None:
         if row is None or not row["n"]:
             ax.annotate("n/a", (i, 0), ha="center", va="bottom", fontsize=9)
             continue
-        ax.bar(i, row["mean"], width=0.6, color=style.color, alpha=0.85,
-               hatch="//" if style.linestyle == "--" else None, edgecolor="white")
+        ax.bar(i, row["mean"], width=0.6, color=style.color, alpha=0.85, hatch=style.hatch, edgecolor="white")
         values = [v for v in row["values"] if v is not None]
         ax.scatter([i] * len(values), values, color="black", s=12, zorder=3)
         if row["n"] > 1 and row["ci_high"] > row["ci_low"]:

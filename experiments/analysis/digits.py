@@ -85,9 +85,10 @@ def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
     mode = results["mode"]
 
     def series(x_key: str) -> list[plots.Series]:
+        by_seed = sorted(runs, key=lambda r: r["seed"])
         return [plots.Series(VARIANT_LABELS[v], [plots.points(r["curve"], x_key, "accuracy")
-                                                 for r in sorted(runs, key=lambda r: r.get("seed", 0)) if r["variant"] == v],
-                             plots.style_for(v)) for v in variants]
+                                                 for r in by_seed if r["variant"] == v], plots.style_for(v))
+                for v in variants]
 
     ylim = (0, 1.04)
     out = [
@@ -112,12 +113,13 @@ def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
                        [("labels consumed\n(with repeats)", find(summary, "labels consumed (with repeats)",
                                                                 "supervised"), sup),
                         ("distinct labelled\nimages seen", find(summary, DISTINCT, "supervised"),
-                         plots.Style(sup.color, "--"))]),
+                         plots.Style(sup.color, hatch="//"))]),
         plots.BarPanel("reward signals (right / wrong)", "reward signals", bars("reward signals consumed")),
         plots.BarPanel("feedback information, upper bound", "bits", bars("feedback information, upper bound")),
     ]
     out.append(plots.bar_panels(panels, plot_dir / "labels_vs_rewards.png",
-                                f"Digits: what each paradigm was told over one run ({mode} mode; dots: seeds)"))
+                                f"Digits: what each paradigm was told over one run ({mode} mode; dots: seeds; "
+                                "hatched: distinct)"))
     return out
 
 

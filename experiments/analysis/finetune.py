@@ -67,7 +67,8 @@ def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
                                    for r in sorted(runs, key=lambda r: r.get("seed", 0)) if r["variant"] == s],
                                plots.style_for(s)) for s in budget["strategies"]]
         out.append(plots.curves(series, plot_dir / f"success_vs_{x}.png",
-                                f"{label} (x = 0: the cloned policy; scratch: untrained)", "success rate (fresh episodes)",
+                                f"{label} (x = 0: the cloned policy; scratch: untrained)",
+                                "success rate (fresh episodes)",
                                 f"{budget['level']}: BC-pretrained PPO by strategy vs scratch ({mode} mode)",
                                 hlines=hlines, ylim=(0, 1.04)))
     return out
@@ -78,9 +79,9 @@ def takeaway(results: dict[str, Any]) -> str:
     sentences = []
     cloned, untrained = find(summary, CLONED, "bc-pretrain"), find(summary, f"{UNTRAINED} {METRIC}", "bc-pretrain")
     if cloned:
+        start = f" from {value(untrained)} untrained" if untrained and untrained["n"] else ""
         sentences.append(f"Behaviour cloning on {budget['pretrain_demos']:,} demonstrations took the policy to "
-                         f"{value(cloned)} success" + (f" from {value(untrained)} untrained" if untrained and untrained["n"]
-                                                       else "") + ".")
+                         f"{value(cloned)} success{start}.")
     finals = {s: find(summary, f"final {METRIC}", s) for s in budget["strategies"]}
     finals = {s: r for s, r in finals.items() if r}
     if finals:

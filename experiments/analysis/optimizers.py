@@ -86,9 +86,10 @@ def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
                            "n/a = no seed reached it)"),
     ]
     for paradigm in PARADIGMS:
-        series_list = [plots.Series(n, [plots.points(r["curve"], "samples", "accuracy") for r in
-                                        sorted(runs, key=lambda r: r.get("seed", 0)) if r["variant"] == f"{paradigm}-{n}"],
-                                    plots.optimizer_style(n, names)) for n in names]
+        by_seed = sorted(runs, key=lambda r: r["seed"])
+        series_list = [plots.Series(n, [plots.points(r["curve"], "samples", "accuracy") for r in by_seed
+                                        if r["variant"] == f"{paradigm}-{n}"], plots.optimizer_style(n, names))
+                       for n in names]
         paths.append(plots.curves(series_list, plot_dir / f"curves_{paradigm}.png",
                                   "training samples (x = 0: the untrained net)", "test accuracy (359 images)",
                                   f"{VARIANT_LABELS[paradigm]}: test accuracy per optimizer ({mode} mode)",

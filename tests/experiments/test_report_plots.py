@@ -55,7 +55,8 @@ def recorded(figures) -> list[tuple[str, int, dict[str, Any], list[list[tuple[fl
                                                                   for r in runs]))
     name = "imitation/success_vs_demos_or_episodes.png"
     out.append((name, 0, plots.style_for("imitation"),
-                [[(p["demos"], p["success_rate"]) for p in bc_curve(imitation["runs"], s)] for s in imitation["seeds"]]))
+                [[(p["demos"], p["success_rate"]) for p in bc_curve(imitation["runs"], s)]
+                 for s in imitation["seeds"]]))
     out.append((name, 1, plots.style_for("ppo"), [[(p["episodes"], p["success_rate"]) for p in r["curve"]]
                                                   for r in imitation["runs"] if r["variant"] == "ppo"]))
     return out
