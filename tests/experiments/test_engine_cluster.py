@@ -20,6 +20,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from experiments.cluster import scratch_root
+from experiments import runner
 from experiments.runner import MARKER, Job, run_jobs
 from lab.io import atomic_write_text, write_json
 
@@ -49,13 +50,15 @@ def count(run_dir: Path, report: Any, deps: dict[str, dict[str, Any]], *, value:
     total = state["total"] + inherited
     atomic_write_text(run_dir / "out.txt", repr(total))
     return {"value": total, "resumed_at": resumed_at, "run_dir": str(run_dir), "pid": os.getpid(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "out_file": str(run_dir / "out.txt")}
 
 
 @pytest.fixture(scope="module")
 def cluster():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1},
+    # The head declares one GPU (Ray schedules by declared resources; no device is touched here).
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "resources": {"head": 1},
                                                             "include_dashboard": False})
     cluster.add_node(num_cpus=1, resources={"other": 1})
     cluster.wait_for_nodes()
@@ -99,7 +102,17 @@ def test_jobs_run_on_both_nodes_and_every_artifact_ends_up_under_out(cluster, tm
     assert outcome.engine["nodes"] == 2 and outcome.engine["cpus"] == 2
 
 
-def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(cluster, tmp_path):
+def test_gpu_jobs_get_a_gpu_share_and_the_others_none(cluster, tmp_path):
+    jobs = [Job("g/supervised/seed1", count, dict(value=1.0), gpus=0.5),  # e.g. supervised / BC on a GPU node
+            Job("g/rl/seed1", count, dict(value=1.0), resources={"head": 0.5})]  # RL rollouts: CPU only
+    outcome = run_jobs(jobs, tmp_path / "out", address=cluster.address, progress=False)
+    gpu, cpu = outcome.records["g/supervised/seed1"], outcome.records["g/rl/seed1"]
+    assert gpu["node"]["resources"]["GPU"] == ["0"] and gpu["cuda_visible_devices"] == "0"
+    assert cpu["node"]["resources"]["GPU"] == [] and not cpu["cuda_visible_devices"]
+    assert outcome.engine["gpus"] == 1
+
+
+def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(cluster, tmp_path, monkeypatch):
     out, pids = tmp_path / "out", tmp_path / "pids"
     slow = Job("k/slow/seed1", count, dict(value=1.0, steps=6, sleep=0.4, pid_file=str(pids)),
                resources={"other": 1}, resumable=True)
@@ -111,6 +124,14 @@ def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(cluster, tm
             time.sleep(0.05)
         os.kill(int(pids.read_text().split()[0]), signal.SIGKILL)
 
+    updates = []  # what reached the driver's display from report(done, total) in the worker
+
+    class Recording(runner.Display):
+        def update(self, job_id: str, done: float, total: float) -> None:
+            updates.append((job_id, done, total))
+            super().update(job_id, done, total)
+
+    monkeypatch.setattr(runner, "Display", Recording)
     killer = threading.Thread(target=kill_once)
     killer.start()
     outcome = run_jobs([slow], out, address=cluster.address, progress=False)
@@ -120,6 +141,7 @@ def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(cluster, tm
     assert record["value"] == 21.0  # 1 + 2 + ... + 6, as without the kill
     assert len(set(pids.read_text().split())) == 2 and record["resumed_at"] > 0
     assert (out / slow.id / MARKER).is_file()
+    assert updates and all(job_id == slow.id and 0 < done <= total == 6 for job_id, done, total in updates)
 
 
 def test_real_jobs_pass_their_files_between_nodes(cluster, tmp_path):
