@@ -124,11 +124,11 @@ class EpisodeTransformer(nn.Module):
     def initial_state(self, n_envs: int, device: torch.device | str | None = None) -> MemoryState:
         c = self.config
         shape = (c.num_layers, n_envs, self.num_heads, c.memory_length, self.head_dim)
-        device = device if device is not None else self.norm_device()
+        device = device if device is not None else self._device()
         return MemoryState(torch.zeros(shape, device=device), torch.zeros(shape, device=device),
                            torch.zeros(n_envs, dtype=torch.long, device=device))
 
-    def norm_device(self) -> torch.device:
+    def _device(self) -> torch.device:
         return next(self.parameters()).device
 
     def _embed(self, features: Tensor, time: Tensor) -> Tensor:

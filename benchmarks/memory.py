@@ -4,6 +4,7 @@
     python -m benchmarks.memory --tasks cartpole --methods memory --seeds 0 1 2
     python -m benchmarks.memory --tasks repeat_first --seeds 0 --out benchmarks/results/memory_repeat_first.json
     python -m benchmarks.memory --tasks inference                       # per-step cost against memory length
+    python -m benchmarks.memory --combine a.json b.json --out benchmarks/results/memory.json  # merge runs + plots
     python -m benchmarks.memory --tasks cartpole --timesteps 4096 --eval-freq 2048 --eval-episodes 2 --out /tmp/m.json
     python -m benchmarks.memory --tasks cartpole --methods memory --recipe '{"algo_kwargs": {"n_epochs": 10}}'
 
@@ -21,8 +22,10 @@ Tasks and methods (each run builds its agent from :data:`RECIPES`, the hyperpara
 Evaluation: every ``eval_freq`` steps, ``eval_episodes`` greedy episodes (``evaluate_policy``, which carries the
 memory state); ``train_time_s`` excludes evaluation. Output: ``--out`` JSON (default
 ``benchmarks/results/memory.json``), a PNG of the curves per task beside it, and a table on stdout.
-Cost (2 shared CPU cores, one process, one torch thread): MemoryPPO cartpole ~2-4 min per run, RecurrentPPO
-cartpole ~8-10 min per run; repeat_first a few minutes per run; inference ~2 min.
+Cost measured here (2 CPU cores shared with other jobs, one process, one torch thread; training time, evaluation
+excluded): cartpole MemoryPPO ~70 s, RecurrentPPO ~120 s per run; repeat_first MemoryPPO ~22 s, RecurrentPPO
+~60 s, window ~17 s per run; inference ~2 min. Runs made one process at a time can be merged afterwards with
+``--combine``.
 """
 from __future__ import annotations
 
@@ -62,8 +65,10 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         env_id="lab/CartPoleNoVel-v1", n_envs=8, normalize="obs+reward", timesteps=100_000, eval_freq=8192, eval_episodes=20,
         algo="memory-ppo", algo_kwargs=dict(_ZOO_CARTPOLE, n_epochs=10, segment_len=32),  # Zoo but 10 epochs: 20 oscillated
         policy_kwargs=dict(ortho_init=False, activation_fn="relu", net_arch=dict(pi=[64], vf=[64]),
+                           # positional "none": relative bias only; the absolute sinusoid swamped the 2-d
+                           # observation's embedding (seeds 0, 1: final 326 / 320 with it, 500 / 500 without)
                            memory_kwargs=dict(memory_length=16, d_model=64, num_heads=4, num_layers=1,
-                                              dim_feedforward=128))),
+                                              dim_feedforward=128, positional="none"))),
     ("cartpole", "lstm"): dict(  # RL Zoo ppo_lstm CartPoleNoVel-v1
         env_id="lab/CartPoleNoVel-v1", n_envs=8, normalize="obs+reward", timesteps=100_000, eval_freq=8192, eval_episodes=20,
         algo="recurrent-ppo", algo_kwargs=dict(_ZOO_CARTPOLE),
@@ -301,6 +306,24 @@ def format_row(row: dict[str, Any]) -> str:
             f"{row['best_return']:8.3f}{extra} [{row['train_time_s']:.0f} s training, {row['steps_per_s']:.0f} steps/s]")
 
 
+def combine(paths: list[Path], out: Path) -> dict[str, Any]:
+    """One report from several (runs made one process at a time): rows, inference and machine records kept."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    rows = [row for r in reports for row in r["rows"]]
+    report = {"combined_from": [str(p) for p in paths], "rows": rows, "summary": summarise(rows),
+              "inference": next((r["inference"] for r in reports if r.get("inference")), []),
+              "recipes": {k: v for r in reports for k, v in r.get("recipes", {}).items()},
+              "parts": [{k: r.get(k) for k in ("tasks", "methods", "seeds", "overrides", "full_budget", "machine",
+                                                "time", "total_wall_time_s")} for r in reports]}
+    report["plots"] = plot(rows, out)
+    write_json(out, report)
+    for key, entry in report["summary"].items():
+        print(f"{key}: final IQM {entry['final_iqm']:.3f} over seeds {entry['seeds']}, median training "
+              f"{entry['median_train_time_s']:.0f} s")
+    print(f"wrote {out} and {', '.join(report['plots']) or 'no plots'}")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -315,8 +338,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval-episodes", type=int, default=None)
     parser.add_argument("--recipe", type=json.loads, default={},
                         help='JSON merged into every selected recipe, e.g. \'{"algo_kwargs": {"n_epochs": 10}}\'')
+    parser.add_argument("--combine", nargs="+", metavar="JSON", default=None,
+                        help="run nothing: merge the rows of earlier reports (e.g. one per method) into --out, "
+                             "with one summary and one plot per task")
     parser.add_argument("--out", default="benchmarks/results/memory.json")
     args = parser.parse_args(argv)
+    if args.combine:
+        missing = [p for p in args.combine if not Path(p).is_file()]
+        if missing:
+            parser.error(f"--combine: no such report(s) {missing}")
+        return combine([Path(p) for p in args.combine], Path(args.out))
     if any(s < 0 for s in args.seeds):
         parser.error("seeds must be non-negative")
     unknown = sorted(set(args.recipe) - set(RECIPES[("cartpole", "memory")]))
