@@ -27,6 +27,9 @@ ENV_ID = "lab/DigitsBandit-v0"
 NUM_CLASSES = 10
 BATCH_SIZE = 64  # the supervised digits recipe's batch
 N_ENVS = 16  # parallel bandit envs: the policy acts on batches of 16 images
+# Supervised and BC jobs take this share of a GPU where the cluster has one (device "auto" then picks it, with bf16
+# autocast); RL rollouts stay on CPUs, where SB3's small per-step batches are fastest. Without a GPU: the CPU.
+SUPERVISED_GPU_SHARE = 0.5
 HEADLINE = ("final test accuracy", "samples to 90% test accuracy", "training wall time")  # final summary table
 
 
@@ -74,12 +77,12 @@ def supervised_job(exp: str, variant: str, seed: int, budget: DigitsBudget, opti
     config = DigitsConfig(model=net_config(budget), data=DigitsDataConfig(shift=0))
     steps = max(1, budget.samples // BATCH_SIZE)
     train = replace(config.train, max_steps=steps, eval_every=max(1, budget.eval_every // BATCH_SIZE),
-                    log_every=min(10, steps), seed=seed, quiet=True, num_threads=1, device="cpu")
+                    log_every=min(10, steps), seed=seed, quiet=True, num_threads=1, device="auto")
     if optimizer is not None:  # the optimizer experiment: the registry's own learning rate for each
         train = replace(train, optimizer=optimizer, lr=lr)
     config = replace(config, train=train)
     return Job(f"{exp}/{variant}/seed{seed}", train_supervised, dict(config=config, variant=variant, seed=seed),
-               cost=budget.samples / 1500)
+               cost=budget.samples / 1500, gpus=SUPERVISED_GPU_SHARE)
 
 
 def rl_job(exp: str, variant: str, algo: str, seed: int, budget: DigitsBudget, optimizer: str | None = None,

@@ -22,6 +22,7 @@ from agents.finetune import STRATEGIES as KNOWN
 from experiments import imitation
 from experiments.baselines import untrained_bc_job
 from experiments.bc import train_bc
+from experiments.digits import SUPERVISED_GPU_SHARE
 from experiments.runner import Job
 
 STRATEGIES = ("frozen", "top", "discriminative", "full", "scratch")
@@ -85,7 +86,7 @@ def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> lis
         pretrain = Job(f"{exp}/bc-pretrain/seed{seed}", train_bc,
                        dict(variant="bc-pretrain", seed=seed, demos_from=demos.id,
                             config=imitation.bc_config(base, budget.pretrain_demos, seed)),
-                       deps=(demos.id,), cost=budget.bc_steps * 256 / 700)
+                       deps=(demos.id,), cost=budget.bc_steps * 256 / 700, gpus=SUPERVISED_GPU_SHARE)
         out.append(pretrain)
         # the BC policy as initialised: the untrained point of the pretraining
         out.append(untrained_bc_job(exp, imitation.bc_config(base, budget.pretrain_demos, seed), seed, demos.id))

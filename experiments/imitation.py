@@ -26,6 +26,7 @@ from envs.babyai import PAPER_99, PAPER_TARGET
 from envs.registration import BABYAI_LEVELS
 from experiments.baselines import untrained_bc_job
 from experiments.bc import collect, train_bc
+from experiments.digits import SUPERVISED_GPU_SHARE
 from experiments.rl_runs import train_agent
 from experiments.runner import Job
 from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig, BCEvalConfig, BCModelConfig
@@ -94,7 +95,7 @@ def bc_config(budget: ImitationBudget, num_demos: int, seed: int) -> BabyAIBCCon
     """``babyai_bc``'s own recipe (model, optimizer, action history) with the budget's steps and evaluation."""
     config = BabyAIBCConfig()
     train = replace(config.train, max_steps=budget.bc_steps, log_every=min(10, budget.bc_steps), seed=seed,
-                    quiet=True, device="cpu", num_threads=1)
+                    quiet=True, device="auto", num_threads=1)
     data = BCDataConfig(level=budget.level, demos=num_demos)  # demo_dir: set by the run to the shared collection
     evaluation = BCEvalConfig(episodes=budget.eval_episodes, greedy=budget.greedy,
                               num_envs=min(budget.eval_episodes, 100))
@@ -161,7 +162,8 @@ def jobs(budget: ImitationBudget, seeds: list[int], exp: str = "imitation") -> l
             out.append(Job(f"{exp}/{bc_variant(n)}/seed{seed}", train_bc,
                            dict(variant=bc_variant(n), seed=seed, config=bc_config(budget, n, seed),
                                 demos_from=demos.id, min_epochs=budget.bc_epochs), deps=(demos.id,),
-                           cost=bc_steps_estimate(budget, n) * 256 / 700 + budget.eval_episodes / 30))
+                           cost=bc_steps_estimate(budget, n) * 256 / 700 + budget.eval_episodes / 30,
+                           gpus=SUPERVISED_GPU_SHARE))
     return out
 
 
