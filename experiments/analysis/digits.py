@@ -257,9 +257,10 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "control, the BabyAI levels of experiment 2 without an expert).",
         "",
         "### 4. Model complexity and iterations needed",
-        f"The conv body is identical; the RL policy adds a projection and a value head "
-        f"({params['supervised']['mean']:,.0f} parameters supervised vs "
-        + ", ".join(f"{params[a]['mean']:,.0f} {a.upper()}" for a in algos) + ").",
+        "The conv body is identical; the RL policy adds a projection and a value head ("
+        + " vs ".join(f"{params[v]['mean']:,.0f} {name}" for v, name in [("supervised", "supervised"),
+                                                                           *((a, a.upper()) for a in algos)]
+                      if params[v] and params[v]["n"]) + " parameters).",
         "",
         markdown_table(rows_of(summary, "complexity"), labels=COLUMN_LABELS),
         "",
