@@ -154,7 +154,8 @@ def test_real_jobs_pass_their_files_between_nodes(cluster, tmp_path):
     budget = finetune.FinetuneBudget(pretrain_demos=8, bc_steps=4, rl_steps=256, eval_every=128, eval_episodes=4,
                                      strategies=("frozen", "scratch")).resolve(full=False)
     place = {"finetune/demos": "head", "finetune/bc-pretrain/seed1": "other", "finetune/frozen/seed1": "head"}
-    jobs = [replace(j, resources={place.get(j.id, "other"): 0.5}) for j in finetune.jobs(budget, [1])]
+    # gpus=0: BC jobs ask for half a GPU where the cluster has one, and only the head declares one here
+    jobs = [replace(j, resources={place.get(j.id, "other"): 0.5}, gpus=0.0) for j in finetune.jobs(budget, [1])]
     outcome = run_jobs(jobs, tmp_path / "out", address=cluster.address, progress=False)
     assert outcome.ok, outcome.errors
     runs = {r["variant"]: r for r in outcome.records.values()}
