@@ -59,6 +59,15 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
+def infeasible(request: dict[str, float]) -> str | None:
+    """Why no live node can ever run a task asking for ``request`` (Ray would wait for one forever), or None."""
+    need = {key: amount for key, amount in request.items() if amount > 0}
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(all(node.get(key, 0.0) >= amount for key, amount in need.items()) for node in nodes):
+        return None
+    return f"no node of the cluster offers {need} at once (nodes: {nodes})"
+
+
 @ray.remote(num_cpus=0)
 class ProgressSink:
     """Latest ``(done, total)`` per job since the driver last asked; ``total == -1`` announces a start."""
@@ -207,6 +216,11 @@ def run_on_ray(jobs: list[Any], out: Path, workers: int, address: str | None, re
                     blobs = [(d, _archive(d, out, archives)) for d in job.deps] if engine["nodes"] > 1 else []
                     options = dict(num_cpus=job.cpus, num_gpus=job.gpus if gpus else 0, resources=job.resources,
                                    num_returns=2)
+                    why = infeasible({"CPU": job.cpus, "GPU": options["num_gpus"], **job.resources})
+                    if why is not None:  # fail the job (its dependants are skipped) rather than wait forever
+                        errors[job.id] = f"cannot be scheduled: {why}"
+                        display.finished(job, ok=False)
+                        continue
                     record_ref, blob_ref = run_task.options(**options).remote(
                         job, str(out), driver, {d: records[d] for d in job.deps}, blobs, sink)
                     running[record_ref] = (job, blob_ref)

@@ -112,6 +112,16 @@ def test_gpu_jobs_get_a_gpu_share_and_the_others_none(cluster, tmp_path):
     assert outcome.engine["gpus"] == 1
 
 
+def test_a_job_no_node_can_run_fails_at_once_and_its_dependants_are_skipped(cluster, tmp_path):
+    jobs = [Job("x/gpu-elsewhere/seed1", count, dict(value=1.0), gpus=0.5, resources={"other": 0.5}),  # GPU on head only
+            Job("x/after/seed1", count, dict(value=1.0), deps=("x/gpu-elsewhere/seed1",)),
+            Job("x/fine/seed1", count, dict(value=2.0))]
+    outcome = run_jobs(jobs, tmp_path / "out", address=cluster.address, progress=False)
+    assert "cannot be scheduled" in outcome.errors["x/gpu-elsewhere/seed1"]
+    assert "skipped" in outcome.errors["x/after/seed1"]
+    assert outcome.records["x/fine/seed1"]["value"] == 12.0  # 2 * (1 + 2 + 3): the others go on
+
+
 def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(cluster, tmp_path, monkeypatch):
     out, pids = tmp_path / "out", tmp_path / "pids"
     slow = Job("k/slow/seed1", count, dict(value=1.0, steps=6, sleep=0.4, pid_file=str(pids)),
