@@ -11,7 +11,8 @@
 Tasks and methods (each run builds its agent from :data:`RECIPES`, the hyperparameters proposed as presets):
 
 - ``cartpole``: ``lab/CartPoleNoVel-v1`` (velocities hidden, no history window), 100k steps. ``memory``: MemoryPPO;
-  ``lstm``: RecurrentPPO with RL Zoo's ppo_lstm CartPoleNoVel-v1 settings. Targets: >= 2 of 3 seeds at an eval
+  ``memory-small``: the same at d_model 32, 2 heads; ``lstm``: RecurrentPPO with RL Zoo's ppo_lstm
+  CartPoleNoVel-v1 settings. Targets: >= 2 of 3 seeds at an eval
   mean of 500, in at most half of RecurrentPPO's wall time.
 - ``repeat_first``: POPGym RepeatFirstEasy (``lab/PopgymRepeatFirstEasy-v0``: 51 steps of naming the first card's
   suit, return in [-1, 1]), the same PPO settings for the three methods: ``memory``, ``lstm`` and ``window``
@@ -22,10 +23,11 @@ Tasks and methods (each run builds its agent from :data:`RECIPES`, the hyperpara
 Evaluation: every ``eval_freq`` steps, ``eval_episodes`` greedy episodes (``evaluate_policy``, which carries the
 memory state); ``train_time_s`` excludes evaluation. Output: ``--out`` JSON (default
 ``benchmarks/results/memory.json``), a PNG of the curves per task beside it, and a table on stdout.
-Cost measured here (2 CPU cores shared with other jobs, one process, one torch thread; training time, evaluation
-excluded): cartpole MemoryPPO ~70 s, RecurrentPPO ~120 s per run; repeat_first MemoryPPO ~22 s, RecurrentPPO
-~60 s, window ~17 s per run; inference ~2 min. Runs made one process at a time can be merged afterwards with
-``--combine``.
+Cost measured here (2 CPU cores shared with other jobs, one process, one torch thread, load average 1-3; training
+time, evaluation excluded): cartpole MemoryPPO ~22 s (d32: ~18 s), RecurrentPPO ~76-93 s per run; repeat_first
+MemoryPPO ~11 s, RecurrentPPO ~44 s, window ~16 s per run; inference ~15 s. Under a load average of ~10 the same
+MemoryPPO cartpole runs took 66-77 s: compare times only within one report. Runs made one process at a time can be
+merged afterwards with ``--combine``.
 """
 from __future__ import annotations
 
@@ -69,6 +71,12 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
                            # observation's embedding (seeds 0, 1: final 326 / 320 with it, 500 / 500 without)
                            memory_kwargs=dict(memory_length=16, d_model=64, num_heads=4, num_layers=1,
                                               dim_feedforward=128, positional="none"))),
+    ("cartpole", "memory-small"): dict(  # d32 / 2 heads: every seed reaches 500 at some eval, ~4x the LSTM's speed,
+        env_id="lab/CartPoleNoVel-v1", n_envs=8, normalize="obs+reward", timesteps=100_000,  # but ends lower
+        eval_freq=8192, eval_episodes=20, algo="memory-ppo", algo_kwargs=dict(_ZOO_CARTPOLE, n_epochs=10, segment_len=32),
+        policy_kwargs=dict(ortho_init=False, activation_fn="relu", net_arch=dict(pi=[64], vf=[64]),
+                           memory_kwargs=dict(memory_length=16, d_model=32, num_heads=2, num_layers=1,
+                                              dim_feedforward=64, positional="none"))),
     ("cartpole", "lstm"): dict(  # RL Zoo ppo_lstm CartPoleNoVel-v1
         env_id="lab/CartPoleNoVel-v1", n_envs=8, normalize="obs+reward", timesteps=100_000, eval_freq=8192, eval_episodes=20,
         algo="recurrent-ppo", algo_kwargs=dict(_ZOO_CARTPOLE),
@@ -90,7 +98,7 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
                            features_extractor_kwargs=dict(d_model=32, num_heads=2, num_layers=1, dim_feedforward=64,
                                                           pooling="flatten"))),
 }
-TASK_METHODS = {"cartpole": ("memory", "lstm"), "repeat_first": ("memory", "lstm", "window")}
+TASK_METHODS = {"cartpole": ("memory", "memory-small", "lstm"), "repeat_first": ("memory", "lstm", "window")}
 ALGOS = {"memory-ppo": (MemoryPPO, "MlpPolicy"), "recurrent-ppo": (RecurrentPPO, "MlpLstmPolicy"),
          "ppo": (PPO, "MultiInputPolicy")}
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -262,8 +270,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    colors = {"memory": "tab:blue", "lstm": "tab:orange", "window": "tab:green"}
-    labels = {"memory": "MemoryPPO (transformer memory)", "lstm": "RecurrentPPO (LSTM)",
+    colors = {"memory": "tab:blue", "memory-small": "tab:purple", "lstm": "tab:orange", "window": "tab:green"}
+    labels = {"memory": "MemoryPPO (transformer memory)", "memory-small": "MemoryPPO, d32 / 2 heads",
+              "lstm": "RecurrentPPO (LSTM)",
               "window": "PPO + TransformerExtractor, 8-step window"}
     for task in TASK_METHODS:
         task_rows = [r for r in rows if r["task"] == task]
@@ -302,7 +311,7 @@ def format_row(row: dict[str, Any]) -> str:
     extra = ""
     if row["task"] == "cartpole":
         extra = f", first 500 at {row['first_500'] / 1000:.1f}k" if row["first_500"] else ", never 500"
-    return (f"{row['task']:12s} {row['method']:7s} seed {row['seed']}: final {row['final_return']:8.3f}, best "
+    return (f"{row['task']:12s} {row['method']:12s} seed {row['seed']}: final {row['final_return']:8.3f}, best "
             f"{row['best_return']:8.3f}{extra} [{row['train_time_s']:.0f} s training, {row['steps_per_s']:.0f} steps/s]")
 
 
@@ -330,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--tasks", nargs="+", default=["cartpole", "repeat_first", "inference"],
                         choices=[*TASK_METHODS, "inference"])
-    parser.add_argument("--methods", nargs="+", default=None, choices=["memory", "lstm", "window"],
+    parser.add_argument("--methods", nargs="+", default=None, choices=["memory", "memory-small", "lstm", "window"],
                         help="default: every method of each task")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=None, help="override every recipe's budget (smoke runs)")
