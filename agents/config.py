@@ -54,7 +54,9 @@ class AgentConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """keywords of gym.make for the training and evaluation envs"""
     normalize_obs: bool = False
-    """VecNormalize the float observations (not rewards); statistics saved beside every model"""
+    """VecNormalize the float observations; statistics saved beside every model"""
+    normalize_reward: bool = False
+    """VecNormalize the training rewards too (by a running return's std; RL Zoo's normalize: true is obs + reward)"""
     ortho_init: str | None = None
     """SB3's orthogonal init on: all (the extractor too), heads (MLP heads only), none; None = SB3 decides"""
     finetune: FinetuneConfig | None = None

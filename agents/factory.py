@@ -106,30 +106,30 @@ def make_agent(
     algo, encoder, optimizer = config.algo, config.encoder, config.optimizer
     encoder_kwargs, optimizer_kwargs, n_envs = config.encoder_kwargs, config.optimizer_kwargs, config.n_envs
     finetune, ortho_init, normalize_obs = config.finetune, config.ortho_init, config.normalize_obs
-    agent_config = config
-    algo_class, config = _check_names(algo, encoder, optimizer, agent_config.vec_env, finetune, pretrained,
-                                      pretrained_head)
-    algo_kwargs = dict(agent_config.algo_kwargs)
-    policy_kwargs = dict(agent_config.policy_kwargs)
+    algo_class, finetune_config = _check_names(algo, encoder, optimizer, config.vec_env, finetune, pretrained,
+                                               pretrained_head)
+    algo_kwargs = dict(config.algo_kwargs)
+    policy_kwargs = dict(config.policy_kwargs)
     _check_kwargs(algo, encoder, encoder_kwargs, algo_kwargs, policy_kwargs)
-    lr = SB3_DEFAULT_LR[algo] if agent_config.lr is None else parse_schedule(agent_config.lr, "lr")
+    lr = SB3_DEFAULT_LR[algo] if config.lr is None else parse_schedule(config.lr, "lr")
     for key in SCHEDULE_KEYS:
         if key in algo_kwargs:
             algo_kwargs[key] = parse_schedule(algo_kwargs[key], key)
     _resolve_activation(policy_kwargs)
     _apply_ortho_init(algo, ortho_init, policy_kwargs)
     torch_device = select_device(device)  # an unavailable device fails here, before any env starts
-    resolve_id(agent_config.env_id)  # an unknown id fails here, with gymnasium's suggestions, not in a worker
-    env = make_vec_env(functools.partial(make_env, agent_config.env_id, **agent_config.env_kwargs), n_envs=n_envs,
-                       seed=seed, vec_env_cls=VEC_ENVS[agent_config.vec_env])
+    resolve_id(config.env_id)  # an unknown id fails here, with gymnasium's suggestions, not in a worker
+    env = make_vec_env(functools.partial(make_env, config.env_id, **config.env_kwargs), n_envs=n_envs,
+                       seed=seed, vec_env_cls=VEC_ENVS[config.vec_env])
     try:
         _check_spaces(algo, encoder, env.observation_space, env.action_space, policy_kwargs, encoder_kwargs)
-        if normalize_obs:
-            keys = normalized_obs_keys(env.observation_space, normalize_obs)
-            env = VecNormalize(env, norm_obs=True, norm_reward=False, norm_obs_keys=keys)
+        if normalize_obs or config.normalize_reward:
+            keys = normalized_obs_keys(env.observation_space, normalize_obs) if normalize_obs else None
+            env = VecNormalize(env, norm_obs=bool(normalize_obs), norm_reward=config.normalize_reward,
+                               norm_obs_keys=keys, gamma=algo_kwargs.get("gamma", 0.99))
         name = optimizer or SB3_DEFAULT_OPTIMIZER[algo]
         optimizer_class, optimizer_kw = sb3_optimizer(
-            name, agent_config.weight_decay, **{**_sb3_optimizer_defaults(algo, name), **optimizer_kwargs}
+            name, config.weight_decay, **{**_sb3_optimizer_defaults(algo, name), **optimizer_kwargs}
         )
         policy_kwargs.update(optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kw)
         if encoder != "mlp":
@@ -140,9 +140,9 @@ def make_agent(
                 features_extractor_class=_extractor_class(encoder), features_extractor_kwargs=extractor_kwargs
             )
         dict_obs = isinstance(env.observation_space, spaces.Dict)
-        if config is not None:
+        if finetune_config is not None:
             policy: Any = policy_class_for(algo_class)
-            policy_kwargs["finetune"] = config.to_dict()
+            policy_kwargs["finetune"] = finetune_config.to_dict()
         else:
             policy = POLICY_NAMES.get(algo, ("MlpPolicy", "MultiInputPolicy"))[dict_obs]
         model = algo_class(

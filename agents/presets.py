@@ -99,6 +99,52 @@ _PRESETS = [  # each an AgentConfig: make_agent(preset) builds it, agents.train 
         reference="measured for this preset (see its note in benchmarks/rl_targets.py)",
     ),
 ]
+# Episodic memory (benchmarks/memory.py): MemoryPPO vs RecurrentPPO vs an 8-step window, same PPO settings per task.
+_ZOO_CARTPOLE_LSTM = dict(_ZOO_CARTPOLE_PPO)  # RL Zoo's ppo_lstm CartPoleNoVel-v1 (normalize: true = obs + reward)
+_REPEAT_FIRST_PPO = dict(n_steps=64, batch_size=256, n_epochs=4, gamma=0.9, gae_lambda=0.95, ent_coef=0.01,
+                         clip_range=0.2, max_grad_norm=0.5)
+_MEMORY_EVAL = dict(timesteps=100_000, eval_freq=8192, eval_actions="greedy")
+_PRESETS += [
+    AgentConfig(
+        name="cartpole-novel-memory", env_id="lab/CartPoleNoVel-v1",
+        description="MemoryPPO: a transformer over the episode (memory 16 steps, d64, relative positions), no window",
+        algo="memory-ppo", n_envs=8, lr="lin_1e-3", normalize_obs=True, normalize_reward=True, ortho_init="none",
+        algo_kwargs=dict(_ZOO_CARTPOLE_PPO, n_epochs=10, segment_len=32),  # the Zoo's 20 epochs oscillated
+        policy_kwargs=dict(activation_fn="relu", net_arch=dict(pi=[64], vf=[64]),
+                           # positional "none": the learned relative bias only; an absolute sinusoid swamped the
+                           # 2-d observation's embedding (seeds 0, 1: final 326 / 320 with it, 500 / 500 without)
+                           memory_kwargs=dict(memory_length=16, d_model=64, num_heads=4, num_layers=1,
+                                              dim_feedforward=128, positional="none")),
+        eval_episodes=20, **_MEMORY_EVAL, reference="benchmarks/memory.py --tasks cartpole (BENCHMARKS.md)"),
+    AgentConfig(
+        name="cartpole-novel-lstm", env_id="lab/CartPoleNoVel-v1",
+        description="RecurrentPPO (sb3-contrib's LSTM) with RL Zoo's ppo_lstm CartPoleNoVel-v1 settings",
+        algo="recurrent-ppo", n_envs=8, lr="lin_1e-3", normalize_obs=True, normalize_reward=True, ortho_init="none",
+        algo_kwargs=_ZOO_CARTPOLE_LSTM,
+        policy_kwargs=dict(activation_fn="relu", lstm_hidden_size=64, enable_critic_lstm=True,
+                           net_arch=dict(pi=[64], vf=[64])),
+        eval_episodes=20, **_MEMORY_EVAL, reference="RL Zoo ppo_lstm; benchmarks/memory.py --tasks cartpole"),
+    AgentConfig(
+        name="repeat-first-memory", env_id="lab/PopgymRepeatFirstEasy-v0",
+        description="MemoryPPO on POPGym RepeatFirstEasy (name the first card's suit for 51 steps)",
+        algo="memory-ppo", n_envs=8, lr=1e-3, algo_kwargs=dict(_REPEAT_FIRST_PPO, segment_len=32),
+        policy_kwargs=dict(net_arch=[64], memory_kwargs=dict(memory_length=64, d_model=32, num_heads=2,
+                                                             dim_feedforward=64)),
+        eval_episodes=40, **_MEMORY_EVAL, reference="benchmarks/memory.py --tasks repeat_first (BENCHMARKS.md)"),
+    AgentConfig(
+        name="repeat-first-lstm", env_id="lab/PopgymRepeatFirstEasy-v0",
+        description="RecurrentPPO on POPGym RepeatFirstEasy, the same PPO settings as repeat-first-memory",
+        algo="recurrent-ppo", n_envs=8, lr=1e-3, algo_kwargs=_REPEAT_FIRST_PPO,
+        policy_kwargs=dict(net_arch=[64], lstm_hidden_size=64, enable_critic_lstm=True),
+        eval_episodes=40, **_MEMORY_EVAL, reference="benchmarks/memory.py --tasks repeat_first (BENCHMARKS.md)"),
+    AgentConfig(
+        name="repeat-first-window", env_id="lab/PopgymRepeatFirstEasyHistory-v0",
+        description="PPO + TransformerExtractor over the last 8 steps only (the window the task's memory outlasts)",
+        algo="ppo", encoder="transformer", n_envs=8, lr=1e-3, algo_kwargs=_REPEAT_FIRST_PPO,
+        encoder_kwargs=dict(d_model=32, num_heads=2, num_layers=1, dim_feedforward=64, pooling="flatten"),
+        policy_kwargs=dict(net_arch=[64]),
+        eval_episodes=40, **_MEMORY_EVAL, reference="benchmarks/memory.py --tasks repeat_first (BENCHMARKS.md)"),
+]
 PRESETS: dict[str, AgentConfig] = {preset.name: preset for preset in _PRESETS}
 
 

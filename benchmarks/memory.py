@@ -8,7 +8,7 @@
     python -m benchmarks.memory --tasks cartpole --timesteps 4096 --eval-freq 2048 --eval-episodes 2 --out /tmp/m.json
     python -m benchmarks.memory --tasks cartpole --methods memory --recipe '{"algo_kwargs": {"n_epochs": 10}}'
 
-Tasks and methods (each run builds its agent from :data:`RECIPES`, the hyperparameters proposed as presets):
+Tasks and methods (each run is an ``agents.run.AgentRun`` of an ``agents.presets`` preset, see :data:`RECIPES`):
 
 - ``cartpole``: ``lab/CartPoleNoVel-v1`` (velocities hidden, no history window), 100k steps. ``memory``: MemoryPPO;
   ``memory-small``: the same at d_model 32, 2 heads; ``lstm``: RecurrentPPO with RL Zoo's ppo_lstm
@@ -20,8 +20,9 @@ Tasks and methods (each run builds its agent from :data:`RECIPES`, the hyperpara
 - ``inference``: steps/s of one policy step for 8 envs against memory length M = 16, 64, 256, 1024: MemoryPPO's
   cached step, the same transformer re-encoding its M-step window every step (no cache), and the LSTM.
 
-Evaluation: every ``eval_freq`` steps, ``eval_episodes`` greedy episodes (``evaluate_policy``, which carries the
-memory state); ``train_time_s`` excludes evaluation. Output: ``--out`` JSON (default
+Evaluation: the lab's (``agents.evaluation``): before training and every ``eval_freq`` steps, ``eval_episodes``
+fresh episodes with greedy actions, played in lockstep with each policy's memory state; ``train_time_s`` excludes
+evaluation. Output: ``--out`` JSON (default
 ``benchmarks/results/memory.json``), a PNG of the curves per task beside it, and a table on stdout.
 Cost measured here (2 CPU cores shared with other jobs, one process, one torch thread, load average 1-3; training
 time, evaluation excluded): cartpole MemoryPPO ~22 s (d32: ~18 s), RecurrentPPO ~76-93 s per run; repeat_first
@@ -32,7 +33,6 @@ merged afterwards with ``--combine``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -42,151 +42,42 @@ from typing import Any
 
 import numpy as np
 import torch
-from sb3_contrib import RecurrentPPO
-from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 from torch import nn
 
-import envs  # noqa: F401  (registers lab/*)
-from agents.extractors import TransformerExtractor
-from agents.memory_ppo import MemoryPPO
+from agents.config import AgentConfig
+from agents.memory_transformer import EpisodeTransformer, MemoryConfig
+from agents.presets import PRESETS
+from agents.run import AgentRun, RunOptions
 from lab.io import write_json
+from lab.runtime import run_name
 
 CARTPOLE_MAX = 500.0
-_ZOO_CARTPOLE = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, ent_coef=0.0,
-                     learning_rate="lin_1e-3", clip_range="lin_0.2", max_grad_norm=0.5)
-_REPEAT_FIRST_PPO = dict(n_steps=64, batch_size=256, n_epochs=4, gamma=0.9, gae_lambda=0.95, ent_coef=0.01,
-                         learning_rate=1e-3, clip_range=0.2, max_grad_norm=0.5)
-
-# (task, method) -> recipe: env id, n_envs, VecNormalize (NORMALIZE), algorithm kwargs, policy kwargs, budget, evaluation.
-RECIPES: dict[tuple[str, str], dict[str, Any]] = {
-    ("cartpole", "memory"): dict(
-        env_id="lab/CartPoleNoVel-v1", n_envs=8, normalize="obs+reward", timesteps=100_000, eval_freq=8192, eval_episodes=20,
-        algo="memory-ppo", algo_kwargs=dict(_ZOO_CARTPOLE, n_epochs=10, segment_len=32),  # Zoo but 10 epochs: 20 oscillated
-        policy_kwargs=dict(ortho_init=False, activation_fn="relu", net_arch=dict(pi=[64], vf=[64]),
-                           # positional "none": relative bias only; the absolute sinusoid swamped the 2-d
-                           # observation's embedding (seeds 0, 1: final 326 / 320 with it, 500 / 500 without)
-                           memory_kwargs=dict(memory_length=16, d_model=64, num_heads=4, num_layers=1,
-                                              dim_feedforward=128, positional="none"))),
-    ("cartpole", "memory-small"): dict(  # d32 / 2 heads: every seed reaches 500 at some eval, ~4x the LSTM's speed,
-        env_id="lab/CartPoleNoVel-v1", n_envs=8, normalize="obs+reward", timesteps=100_000,  # but ends lower
-        eval_freq=8192, eval_episodes=20, algo="memory-ppo", algo_kwargs=dict(_ZOO_CARTPOLE, n_epochs=10, segment_len=32),
-        policy_kwargs=dict(ortho_init=False, activation_fn="relu", net_arch=dict(pi=[64], vf=[64]),
-                           memory_kwargs=dict(memory_length=16, d_model=32, num_heads=2, num_layers=1,
-                                              dim_feedforward=64, positional="none"))),
-    ("cartpole", "lstm"): dict(  # RL Zoo ppo_lstm CartPoleNoVel-v1
-        env_id="lab/CartPoleNoVel-v1", n_envs=8, normalize="obs+reward", timesteps=100_000, eval_freq=8192, eval_episodes=20,
-        algo="recurrent-ppo", algo_kwargs=dict(_ZOO_CARTPOLE),
-        policy_kwargs=dict(ortho_init=False, activation_fn="relu", lstm_hidden_size=64, enable_critic_lstm=True,
-                           net_arch=dict(pi=[64], vf=[64]))),
-    ("repeat_first", "memory"): dict(
-        env_id="lab/PopgymRepeatFirstEasy-v0", n_envs=8, normalize=False, timesteps=100_000, eval_freq=8192,
-        eval_episodes=40, algo="memory-ppo", algo_kwargs=dict(_REPEAT_FIRST_PPO, segment_len=32),
-        policy_kwargs=dict(net_arch=[64], memory_kwargs=dict(memory_length=64, d_model=32, num_heads=2,
-                                                             dim_feedforward=64))),
-    ("repeat_first", "lstm"): dict(
-        env_id="lab/PopgymRepeatFirstEasy-v0", n_envs=8, normalize=False, timesteps=100_000, eval_freq=8192,
-        eval_episodes=40, algo="recurrent-ppo", algo_kwargs=dict(_REPEAT_FIRST_PPO),
-        policy_kwargs=dict(net_arch=[64], lstm_hidden_size=64, enable_critic_lstm=True)),
-    ("repeat_first", "window"): dict(
-        env_id="lab/PopgymRepeatFirstEasyHistory-v0", n_envs=8, normalize=False, timesteps=100_000, eval_freq=8192,
-        eval_episodes=40, algo="ppo", algo_kwargs=dict(_REPEAT_FIRST_PPO),
-        policy_kwargs=dict(net_arch=[64], features_extractor_class="transformer",
-                           features_extractor_kwargs=dict(d_model=32, num_heads=2, num_layers=1, dim_feedforward=64,
-                                                          pooling="flatten"))),
+# (task, method) -> the agents preset it runs (agents.presets); "memory-small" is cartpole-novel-memory at d32.
+_SMALL_MEMORY = dict(memory_length=16, d_model=32, num_heads=2, num_layers=1, dim_feedforward=64, positional="none")
+RECIPES: dict[tuple[str, str], AgentConfig] = {
+    ("cartpole", "memory"): PRESETS["cartpole-novel-memory"],
+    ("cartpole", "memory-small"): PRESETS["cartpole-novel-memory"].merged(  # every seed reaches 500 at some eval,
+        name="cartpole-novel-memory-small", policy_kwargs=dict(memory_kwargs=_SMALL_MEMORY)),  # but ends lower
+    ("cartpole", "lstm"): PRESETS["cartpole-novel-lstm"],
+    ("repeat_first", "memory"): PRESETS["repeat-first-memory"],
+    ("repeat_first", "lstm"): PRESETS["repeat-first-lstm"],
+    ("repeat_first", "window"): PRESETS["repeat-first-window"],
 }
 TASK_METHODS = {"cartpole": ("memory", "memory-small", "lstm"), "repeat_first": ("memory", "lstm", "window")}
-ALGOS = {"memory-ppo": (MemoryPPO, "MlpPolicy"), "recurrent-ppo": (RecurrentPPO, "MlpLstmPolicy"),
-         "ppo": (PPO, "MultiInputPolicy")}
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 INFERENCE_LENGTHS = (16, 64, 256, 1024)
-NORMALIZE = (False, "obs", "obs+reward")  # VecNormalize: RL Zoo's "normalize: true" is obs+reward
 
 
-# --------------------------------------------------------------------------------------------------- building
-def schedule(value: float | str) -> Any:
-    """RL Zoo's ``"lin_X"``: X * progress_remaining (X at the start, 0 at the end)."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        start = float(value[4:])
-        return lambda progress_remaining: progress_remaining * start
-    return value
-
-
-def build(recipe: dict[str, Any], seed: int, timesteps: int | None = None):
-    """(model, eval env) for a recipe; the eval env shares the training env's normalisation statistics."""
-    env = make_vec_env(recipe["env_id"], n_envs=recipe["n_envs"], seed=seed)
-    eval_env = make_vec_env(recipe["env_id"], n_envs=min(recipe["eval_episodes"], 10), seed=10_000 + seed)
-    if recipe["normalize"] not in NORMALIZE:
-        raise ValueError(f"normalize must be one of {NORMALIZE}, got {recipe['normalize']!r}")
-    if recipe["normalize"]:
-        env = VecNormalize(env, norm_reward=recipe["normalize"] == "obs+reward",
-                           gamma=recipe["algo_kwargs"].get("gamma", 0.99))
-        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-    algo_class, policy = ALGOS[recipe["algo"]]
-    algo_kwargs = {k: schedule(v) for k, v in recipe["algo_kwargs"].items()}
-    policy_kwargs = copy.deepcopy(recipe["policy_kwargs"])
-    if "activation_fn" in policy_kwargs:
-        policy_kwargs["activation_fn"] = ACTIVATIONS[policy_kwargs["activation_fn"]]
-    if policy_kwargs.get("features_extractor_class") == "transformer":
-        policy_kwargs["features_extractor_class"] = TransformerExtractor
-    model = algo_class(policy, env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **algo_kwargs)
-    return model, eval_env
-
-
-class EvalCallback(BaseCallback):
-    """Greedy evaluation every ``freq`` steps (and at the end); its time is kept out of the training time."""
-
-    def __init__(self, eval_env, freq: int, episodes: int) -> None:
-        super().__init__()
-        self.eval_env, self.freq, self.episodes = eval_env, freq, episodes
-        self.curve: list[dict[str, float]] = []
-        self.eval_time = 0.0
-        self._next = freq
-
-    def evaluate(self) -> None:
-        began = time.perf_counter()
-        if isinstance(self.eval_env, VecNormalize):
-            sync_envs_normalization(self.training_env, self.eval_env)
-        mean, std = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes, deterministic=True)
-        self.curve.append({"step": int(self.num_timesteps), "mean_return": float(mean), "std_return": float(std)})
-        self.eval_time += time.perf_counter() - began
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.freq
-            self.evaluate()
-        return True
-
-
-def merged(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The recipe with ``overrides``; dict-valued options (algo_kwargs, policy_kwargs, ...) merge key by key."""
-    out = copy.deepcopy(recipe)
-    for key, value in overrides.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def run_one(task: str, method: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    recipe = merged(RECIPES[(task, method)], overrides)
-    torch.manual_seed(seed)
-    model, eval_env = build(recipe, seed)
-    callback = EvalCallback(eval_env, recipe["eval_freq"], recipe["eval_episodes"])
-    began = time.perf_counter()
-    model.learn(recipe["timesteps"], callback=callback)
-    total = time.perf_counter() - began
-    if not callback.curve or callback.curve[-1]["step"] != model.num_timesteps:
-        callback.evaluate()
-    curve = callback.curve
-    train_time = total - callback.eval_time
-    row = {"task": task, "method": method, "seed": seed, "steps": int(model.num_timesteps),
-           "train_time_s": train_time, "wall_time_s": time.perf_counter() - began,
-           "steps_per_s": model.num_timesteps / train_time,
-           "params": sum(p.numel() for p in model.policy.parameters()),
-           "final_return": curve[-1]["mean_return"], "best_return": max(p["mean_return"] for p in curve),
-           "curve": curve}
+def run_one(task: str, method: str, seed: int, overrides: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+    """One preset through the lab's run routine (agents.run.AgentRun: its evaluation, on fresh episodes)."""
+    config = RECIPES[(task, method)].merged(**overrides)
+    run_dir = runs_dir / run_name(task, method, seed=seed)
+    results = AgentRun(config, run_dir, RunOptions(seed=seed, checkpoint_every_s=0)).run()
+    curve = [{"step": p["steps"], "mean_return": p["mean_return"]} for p in results["curve"]]
+    row = {"task": task, "method": method, "seed": seed, "steps": results["steps"],
+           "train_time_s": results["train_wall_time_s"], "steps_per_s": results["steps_per_s"],
+           "params": results["params"], "final_return": results["final"]["mean_return"],
+           "best_return": max(p["mean_return"] for p in curve[1:] or curve), "curve": curve,
+           "run_dir": results["run_dir"]}
     if task == "cartpole":
         row["first_500"] = next((p["step"] for p in curve if p["mean_return"] >= CARTPOLE_MAX), None)
         row["final_500"] = curve[-1]["mean_return"] >= CARTPOLE_MAX
@@ -197,8 +88,6 @@ def run_one(task: str, method: str, seed: int, overrides: dict[str, Any]) -> dic
 def inference_cost(lengths=INFERENCE_LENGTHS, n_envs: int = 8, steps: int = 200, d_model: int = 64,
                    num_layers: int = 1) -> list[dict[str, Any]]:
     """Policy-memory steps/s for ``n_envs`` envs: cached step vs re-encoding the M-step window, and the LSTM."""
-    from agents.memory_transformer import EpisodeTransformer, MemoryConfig
-
     rows = []
     lstm = nn.LSTM(d_model, d_model).eval()
     for m in lengths:
@@ -301,12 +190,6 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
     return written
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value if isinstance(value, (str, int, float, bool, list, type(None))) else repr(value)
-
-
 def format_row(row: dict[str, Any]) -> str:
     extra = ""
     if row["task"] == "cartpole":
@@ -350,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--combine", nargs="+", metavar="JSON", default=None,
                         help="run nothing: merge the rows of earlier reports (e.g. one per method) into --out, "
                              "with one summary and one plot per task")
+    parser.add_argument("--runs-dir", default="runs/benchmarks/memory", help="the runs' directories (TensorBoard)")
     parser.add_argument("--out", default="benchmarks/results/memory.json")
     args = parser.parse_args(argv)
     if args.combine:
@@ -359,9 +243,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return combine([Path(p) for p in args.combine], Path(args.out))
     if any(s < 0 for s in args.seeds):
         parser.error("seeds must be non-negative")
-    unknown = sorted(set(args.recipe) - set(RECIPES[("cartpole", "memory")]))
-    if unknown:
-        parser.error(f"unknown recipe key(s) {unknown}; valid: {', '.join(RECIPES[('cartpole', 'memory')])}")
+    try:
+        RECIPES[("cartpole", "memory")].merged(**args.recipe)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--recipe: {error}")
     torch.set_num_threads(1)
     overrides = {k: v for k, v in (("timesteps", args.timesteps), ("eval_freq", args.eval_freq),
                                    ("eval_episodes", args.eval_episodes)) if v is not None}
@@ -379,12 +264,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             for seed in args.seeds:
                 print(f"[{task}] {method} seed {seed} ...", flush=True)
-                rows.append(run_one(task, method, seed, overrides))
+                rows.append(run_one(task, method, seed, overrides, Path(args.runs_dir)))
                 print("  " + format_row(rows[-1]), flush=True)
     report = {
         "tasks": args.tasks, "methods": args.methods, "seeds": args.seeds, "overrides": overrides,
         "full_budget": not overrides, "rows": rows, "summary": summarise(rows), "inference": inference,
-        "recipes": {f"{t}/{m}": _jsonable(merged(r, overrides)) for (t, m), r in RECIPES.items() if t in args.tasks},
+        "recipes": {f"{t}/{m}": r.merged(**overrides).to_dict() for (t, m), r in RECIPES.items() if t in args.tasks},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "load_average_before": load_before,
                     "load_average_after": os.getloadavg()},
