@@ -20,8 +20,10 @@ from lab.layers import TransformerConfig
 
 FAST = ["--no-progress-bar", "--device", "cpu", "--checkpoint-minutes", "0", "--log-every", "32"]
 # One short rollout per preset: its own settings except a rollout of about 256 steps.
-SHORT_ROLLOUT = {"ppo": lambda n_envs: dict(n_steps=max(256 // n_envs, 8), batch_size=64, n_epochs=2),
+_PPO_ROLLOUT = lambda n_envs: dict(n_steps=max(256 // n_envs, 8), batch_size=64, n_epochs=2)  # noqa: E731
+SHORT_ROLLOUT = {"ppo": _PPO_ROLLOUT, "memory-ppo": _PPO_ROLLOUT, "recurrent-ppo": _PPO_ROLLOUT,
                  "a2c": lambda n_envs: dict(n_steps=max(256 // n_envs, 8))}
+SB3_EXTRACTORS = ("flatten", "combined")  # encoder "mlp": SB3's own extractor for Box / Dict observations
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -29,10 +31,12 @@ def test_every_preset_builds_as_written_and_learns_512_steps(name, track):
     preset = get_preset(name)
     assert isinstance(preset, AgentConfig) and preset.name == name
     as_written = make_agent(preset, seed=0, device="cpu")  # its exact settings are valid together
-    assert type(as_written.policy.features_extractor).__name__.lower().startswith(preset.encoder)
+    extractor = type(as_written.policy.features_extractor).__name__.lower()
+    assert extractor.startswith(SB3_EXTRACTORS if preset.encoder == "mlp" else preset.encoder)
     as_written.get_env().close()
     model = make_agent(preset.merged(algo_kwargs=SHORT_ROLLOUT[preset.algo](preset.n_envs)), seed=0, device="cpu")
-    tracker = track(model.policy.features_extractor)
+    extractor = model.policy.features_extractor  # SB3's Flatten has no weights: then the whole policy must train
+    tracker = track(extractor if any(True for _ in extractor.parameters()) else model.policy)
     model.learn(512)  # two rollouts: a "lin_" schedule reaches 0 at the end of the run, i.e. at the last update
     assert model.num_timesteps >= 512
     changed = tracker.changed()
