@@ -40,12 +40,17 @@ MEASUREMENTS = ("flagship-pool", "flagship-ray", "digits-1cpu", "digits-2cpu")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _measures_time_or_place(key: str) -> bool:
+    """Fields that differ between two runs of the same jobs by design: times, rates, the node, paths."""
+    return ("time" in key or key.endswith("per_s") or key in ("node", "run_dir", "checkpoint", "encoder", "head",
+                                                              "demos_dir", "job_cpu_time_s", "hyperparameters"))
+
+
 def digest(records: dict[str, dict[str, Any]]) -> str:
     """A hash of every record without the fields that measure time or name the machine / paths."""
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in sorted(value.items())
-                    if "time" not in k and k not in ("node", "run_dir", "checkpoint", "encoder", "head", "demos_dir")}
+            return {k: strip(v) for k, v in sorted(value.items()) if not _measures_time_or_place(k)}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

@@ -10,6 +10,7 @@ in ``results.json`` too), and the sentences for variants that did not learn.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from experiments.common import CHANGE, summary_row
@@ -59,3 +60,9 @@ def learning_sentence(label: str, start: dict[str, Any], final: dict[str, Any], 
                 "is no interval to tell learning from evaluation noise.")
     return (f"{label} did not improve beyond its interval: {value(start)} {start_name}, {value(final)} at the "
             f"end, change {interval}. At this budget it shows no learning; that says nothing about where it ends.")
+
+
+def closing_lines(plot_paths: Sequence[str], limits: Sequence[str]) -> list[str]:
+    """The end of every report: links to its plots, then what the budget could not show."""
+    return ["Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths), "",
+            "### What this budget could not show", *[f"- {line}" for line in limits]]

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import change_rows, find, join, learning_sentence, ratio_row, value
+from experiments.analysis import change_rows, closing_lines, find, join, learning_sentence, ratio_row, value
 from experiments.common import (
     CHANGE, COUNT, RATE, UNTRAINED, first_crossing, learning_rows, markdown_table, not_improved, rows_of, summary_row,
 )
@@ -264,10 +264,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "",
         markdown_table(rows_of(summary, "complexity"), labels=COLUMN_LABELS),
         "",
-        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
-        "",
-        "### What this budget could not show",
-        *[f"- {line}" for line in limits(results)],
+        *closing_lines(plot_paths, limits(results)),
     ]
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import find, join, learning_sentence, value
+from experiments.analysis import closing_lines, find, join, learning_sentence, value
 from experiments.baselines import UNTRAINED_BC
 from experiments.common import (
     COUNT, RATE, UNTRAINED, first_crossing, learning_rows, markdown_table, not_improved, rows_of, summary_row,
@@ -148,10 +148,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "### Cost",
         markdown_table(rows_of(summary, "cost")),
         "",
-        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
-        "",
-        "### What this budget could not show",
-        *[f"- {line}" for line in limits(results)],
+        *closing_lines(plot_paths, limits(results)),
     ])
 
 

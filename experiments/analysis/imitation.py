@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import change_rows, find, join, learning_sentence, ratio_row, value
+from experiments.analysis import change_rows, closing_lines, find, join, learning_sentence, ratio_row, value
 from experiments.baselines import UNTRAINED_BC
 from experiments.common import (
     COUNT, RATE, UNTRAINED, first_crossing, learning_rows, markdown_table, not_improved, rows_of, summary_row,
@@ -276,10 +276,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "### 4. Model complexity and iterations needed",
         markdown_table(rows_of(summary, "complexity"), labels=labels),
         "",
-        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
-        "",
-        "### What this budget could not show",
-        *[f"- {line}" for line in limits(results)],
+        *closing_lines(plot_paths, limits(results)),
     ])
 
 

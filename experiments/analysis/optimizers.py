@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import find, join, learning_sentence, value
+from experiments.analysis import closing_lines, find, join, learning_sentence, value
 from experiments.analysis.digits import COLUMN_LABELS, VARIANT_LABELS
 from experiments.common import (
     COUNT, RATE, UNTRAINED, aggregate_row, first_crossing, learning_rows, markdown_table, not_improved, rows_of,
@@ -124,7 +124,7 @@ def takeaway(results: dict[str, Any]) -> str:
 
 
 def limits(results: dict[str, Any]) -> list[str]:
-    summary, budget = results["summary"], results["budget"]
+    summary = results["summary"]
     out = []
     for change in not_improved(summary):
         v = change["variant"]
@@ -171,10 +171,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         *_tables(summary, "threshold"),
         "### Cost",
         *_tables(summary, "cost"),
-        "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths),
-        "",
-        "### What this budget could not show",
-        *[f"- {line}" for line in limits(results)],
+        *closing_lines(plot_paths, limits(results)),
     ])
 
 
