@@ -42,7 +42,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 from torch import nn
 
 from agents.callbacks import vecnormalize_path
@@ -100,8 +100,8 @@ def make_agent(
 
     ``lr`` and ``algo_kwargs["clip_range" / "clip_range_vf"]`` may be RL Zoo's ``"lin_<value>"``;
     ``policy_kwargs["activation_fn"]`` a name of :data:`ACTIVATIONS`; ``normalize_obs`` True normalises a float
-    Box or every float Box key of a Dict (evaluate with :func:`normalized_like`); ``ortho_init="heads"`` gives
-    SB3's orthogonal init to the MLP heads only (the extractor keeps the lab blocks' own init).
+    Box or every float Box key of a Dict (``agents.evaluation`` normalises what the agent sees the same way);
+    ``ortho_init="heads"`` gives SB3's orthogonal init to the MLP heads only (the lab blocks keep their own init).
     """
     algo, encoder, optimizer = config.algo, config.encoder, config.optimizer
     encoder_kwargs, optimizer_kwargs, n_envs = config.encoder_kwargs, config.optimizer_kwargs, config.n_envs
@@ -196,19 +196,6 @@ def normalized_obs_keys(space: spaces.Space, normalize_obs: bool | Sequence[str]
         raise ValueError(f"normalize_obs needs a float Box (or Dict) observation, got {space}; SB3 already scales "
                          "uint8 images by 1/255")
     return None
-
-
-def normalized_like(venv: VecEnv, model: BaseAlgorithm) -> VecEnv:
-    """``venv`` wrapped like the model's training env for evaluation: a ``VecNormalize`` that does not update
-    (``training=False``), with the training statistics copied in, or ``venv`` itself when the model has none.
-    SB3's ``EvalCallback`` re-syncs the statistics before each evaluation."""
-    train = model.get_vec_normalize_env()
-    if train is None:
-        return venv
-    wrapped = VecNormalize(venv, training=False, norm_obs=train.norm_obs, norm_reward=False, clip_obs=train.clip_obs,
-                           epsilon=train.epsilon, norm_obs_keys=train.norm_obs_keys)
-    sync_envs_normalization(train, wrapped)
-    return wrapped
 
 
 def load_agent(
@@ -341,5 +328,5 @@ def _sb3_optimizer_defaults(algo: str, name: str) -> dict[str, Any]:
 
 __all__ = [
     "ACTIVATIONS", "ALGORITHMS", "ENCODERS", "ORTHO_INITS", "SB3_DEFAULT_LR", "SB3_DEFAULT_OPTIMIZER",
-    "init_heads", "load_agent", "make_agent", "make_env", "normalized_like", "normalized_obs_keys", "parse_schedule",
+    "init_heads", "load_agent", "make_agent", "make_env", "normalized_obs_keys", "parse_schedule",
 ]

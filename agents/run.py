@@ -171,8 +171,8 @@ class AgentRun:
         if self._checkpoint is None:
             model = make_agent(config, seed=options.seed, device=options.device, pretrained=self.pretrained,
                                pretrained_head=self.pretrained_head, verbose=options.verbose)
-            state = {"config": config, "options": options, "curve": [], "last_eval": -1, "eval_seconds": 0.0,
-                     "wall_time_s": 0.0, "episodes": 0, "updates": 0, "resumes": []}
+            state = {"curve": [], "last_eval": -1, "eval_seconds": 0.0, "wall_time_s": 0.0, "episodes": 0,
+                     "updates": 0, "resumes": []}
             return model, state
         state = dict(self._checkpoint["run"])
         steps = state["steps"]
