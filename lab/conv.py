@@ -277,15 +277,19 @@ def count_flops(model: nn.Module, example: torch.Tensor | Mapping[str, torch.Ten
     """Total FLOPs of one forward pass, as counted by ``torch.utils.flop_counter.FlopCounterMode``.
 
     ``example`` is an input tensor, a dict of input tensors (``model(example)``, e.g. a Dict observation), or
-    a tensor's full shape including the batch, e.g. ``(1, 1, 8, 8)`` (zeros are used, on the model's device
-    and dtype). Convs and linear layers count ``2 * MACs``; biases, norms,
-    activations and pooling count nothing. Runs in eval mode under ``torch.no_grad()`` and restores the
-    model's training mode afterwards.
+    a tensor's full shape including the batch, e.g. ``(1, 1, 8, 8)`` (zeros are used, in the model's dtype).
+    Inputs go to the model's device first, so a CPU example counts a model trained on CUDA. Convs and linear
+    layers count ``2 * MACs``; biases, norms, activations and pooling count nothing. Runs in eval mode under
+    ``torch.no_grad()`` and restores the model's training mode afterwards.
     """
-    if not isinstance(example, (torch.Tensor, Mapping)):
-        param = next(model.parameters(), None)
-        device, dtype = (param.device, param.dtype) if param is not None else (None, torch.float32)
-        example = torch.zeros(tuple(example), device=device, dtype=dtype)
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else None
+    if isinstance(example, torch.Tensor):
+        example = example.to(device)
+    elif isinstance(example, Mapping):
+        example = {key: value.to(device) for key, value in example.items()}
+    else:
+        example = torch.zeros(tuple(example), device=device, dtype=param.dtype if param is not None else None)
     was_training = model.training
     model.eval()
     try:

@@ -263,3 +263,21 @@ def test_loss_goes_down_on_real_digits(net_class):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], f"{net_class.__name__} losses {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_count_flops_moves_the_example_to_the_models_device():
+    # A model trained on CUDA is counted with the CPU observation the RL runs use (experiments.bc); the meta
+    # device stands in for another device here, so this runs without a GPU.
+    model = nn.Linear(16, 10).to("meta")
+    assert count_flops(model, torch.zeros(5, 16)) == 2 * 5 * 16 * 10
+    two = nn.ModuleDict({"a": nn.Linear(4, 3)}).to("meta")
+
+    class DictInput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = two
+
+        def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.inner["a"](x["a"])
+
+    assert count_flops(DictInput(), {"a": torch.zeros(2, 4)}) == 2 * 2 * 4 * 3
