@@ -6,7 +6,8 @@ episode in progress continues where it was), the ``VecNormalize`` statistics, th
 states and the run's own counters (the evaluation curve so far, episodes, wall time). Taken only between two
 rollouts, after an update, so no half-filled rollout buffer needs saving.
 
-What is bit-identical after a resume (CPU, the same versions): with ``vec_env="dummy"`` everything - the
+What is bit-identical after a resume (CPU, the same versions; on CUDA the random states are restored too, but
+CUDA kernels are not bit-deterministic, so a resumed GPU run is a faithful continuation, not an identical one): with ``vec_env="dummy"`` everything - the
 remaining updates, every later evaluation, the final model and results.json's numbers (wall times aside).
 With ``vec_env="subproc"`` the envs live in other processes and cannot be saved: the resumed run resets them
 (seeded ``seed + steps so far``), so the episodes in progress at the checkpoint are lost and later numbers
@@ -53,7 +54,8 @@ def save_checkpoint(path: Path, model: BaseAlgorithm, run_state: dict[str, Any])
         "vecnormalize": pickle.dumps(stats) if stats is not None else None,  # VecNormalize pickles without its venv
         "memory": {name: getattr(model, name) for name in MEMORY_ATTRIBUTES if hasattr(model, name)},
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
-                "action_space": model.action_space.np_random.bit_generator.state},
+                "action_space": model.action_space.np_random.bit_generator.state,
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},  # SB3 samples there
         "run": run_state,
     }
     return atomic_write(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
@@ -80,7 +82,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def restore_model(payload: dict[str, Any], algo_class: type[BaseAlgorithm], make_env: Any, device: Any,
                   reset_seed: int) -> tuple[BaseAlgorithm, bool]:
     """``(model, exact)``: the model with its envs (the saved ones when there are, else fresh ones from
-    ``make_env()`` reset with ``reset_seed``) and the random states of the moment the checkpoint was taken."""
+    ``make_env()`` reset with ``reset_seed``) and the random states of the moment the checkpoint was taken;
+    ``exact``: the run continues bit-identically (saved envs, on the CPU)."""
     exact = payload["env"] is not None
     env: VecEnv = cloudpickle.loads(payload["env"]) if exact else make_env()
     if payload["vecnormalize"] is not None:
@@ -99,5 +102,7 @@ def restore_model(payload: dict[str, Any], algo_class: type[BaseAlgorithm], make
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["random"])
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     model.action_space.np_random.bit_generator.state = rng["action_space"]
-    return model, exact
+    return model, exact and model.device.type == "cpu"

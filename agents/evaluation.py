@@ -7,13 +7,14 @@
   rule behaviour cloning is (``supervised.babyai_bc.evaluate_policy``).
 
 Sampled actions come from a generator of the evaluation's own (discrete actions: the policy's logits;
-otherwise SB3's ``predict`` inside a forked torch random state), so an evaluation never changes the global
+otherwise SB3's ``predict`` inside a torch random stream of its own, on the CPU and the GPU), so an evaluation never changes the global
 random state and so never changes how training continues. A ``VecNormalize``-d agent sees its observations
 normalised with the training statistics of the moment.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -97,15 +98,11 @@ def sb3_actor(model: BaseAlgorithm, greedy: bool, seed: int) -> Act | StatefulAc
             return policy.get_distribution(policy.obs_to_tensor(normalize(observations))[0]).distribution.logits
 
         return logits_actor(logits, greedy, seed, device=None)
-    state = _seeded_rng_state(seed)
+    rng = OwnRandomStream(seed, model.device)
 
     def act(observations: Any) -> np.ndarray:
-        nonlocal state
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(state)
-            actions = model.predict(normalize(observations), deterministic=greedy)[0]
-            state = torch.get_rng_state()
-        return actions
+        with rng.active():
+            return model.predict(normalize(observations), deterministic=greedy)[0]
 
     return act
 
@@ -116,21 +113,39 @@ class _RecurrentActor(StatefulAct):
 
     def __init__(self, model: BaseAlgorithm, greedy: bool, seed: int, normalize: Callable[[Any], Any]) -> None:
         self.model, self.greedy, self.normalize = model, greedy, normalize
-        self.rng, self.state = _seeded_rng_state(seed), None
+        self.rng, self.state = OwnRandomStream(seed, model.device), None
 
     def reset(self, n: int) -> None:
         self.state = None  # predict starts every env's memory empty
 
     def __call__(self, observations: Any, episode_start: np.ndarray) -> np.ndarray:
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self.rng)
+        with self.rng.active():
             actions, self.state = self.model.predict(self.normalize(observations), state=self.state,
                                                      episode_start=episode_start, deterministic=self.greedy)
-            self.rng = torch.get_rng_state()
         return actions
 
 
-def _seeded_rng_state(seed: int) -> torch.Tensor:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return torch.get_rng_state()
+class OwnRandomStream:
+    """A torch random stream of its own, seeded ``seed``: inside ``active()`` torch draws from it (on the CPU
+    and, for a policy on CUDA, on the GPUs, where SB3 samples its actions), and the global states are back as
+    they were afterwards."""
+
+    def __init__(self, seed: int, device: torch.device | str) -> None:
+        on_cuda = torch.device(device).type == "cuda"
+        self.devices = list(range(torch.cuda.device_count())) if on_cuda else []
+        with torch.random.fork_rng(devices=self.devices):
+            torch.manual_seed(seed)
+            self.states = self._current()
+
+    def _current(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self.devices]
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with torch.random.fork_rng(devices=self.devices):
+            cpu, gpus = self.states
+            torch.set_rng_state(cpu)
+            for index, state in zip(self.devices, gpus):
+                torch.cuda.set_rng_state(state, index)
+            yield
+            self.states = self._current()

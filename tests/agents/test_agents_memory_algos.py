@@ -41,17 +41,19 @@ def test_evaluator_plays_them_with_their_state_reproducibly(algo):
     model = make_agent(cfg, seed=0)
     assert isinstance(sb3_actor(model, greedy=False, seed=1), StatefulAct)
     evaluator = Evaluator(cfg)
-    before = torch.get_rng_state()
-    first, second = evaluator(model), evaluator(model)
+    before, before_gpus = torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    first, second = evaluator(model), evaluator(model)  # on CUDA where present: SB3 samples on the policy's device
     assert first == second and first["eval_episodes"] == 3  # the same episodes, the same sampled actions
-    assert torch.equal(before, torch.get_rng_state())  # and the global random state untouched
+    assert torch.equal(before, torch.get_rng_state())  # and the global random states untouched
+    after_gpus = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    assert all(torch.equal(a, b) for a, b in zip(before_gpus, after_gpus, strict=True))
     model.get_env().close()
 
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_an_interrupted_run_resumes_bit_exactly(algo, tmp_path):
-    cfg = config(algo)
-    whole = AgentRun(cfg, tmp_path / "whole", RunOptions(seed=3)).run()
+    cfg = config(algo)  # on the CPU, where runs are bit-deterministic (CUDA kernels are not)
+    whole = AgentRun(cfg, tmp_path / "whole", RunOptions(seed=3, device="cpu")).run()
 
     class StopEarly(AgentRun):
         def on_progress(self, steps: int, total: int) -> None:
@@ -59,7 +61,7 @@ def test_an_interrupted_run_resumes_bit_exactly(algo, tmp_path):
                 self.request_stop()
 
     with pytest.raises(RunInterrupted):
-        StopEarly(cfg, tmp_path / "cut", RunOptions(seed=3)).run()
+        StopEarly(cfg, tmp_path / "cut", RunOptions(seed=3, device="cpu")).run()
     resumed = AgentRun.resume(tmp_path / "cut").run()
     assert resumed["resumes"] == [{"steps": 384, "exact": True}]
     assert resumed["curve"] == [{**p, "wall_time_s": q["wall_time_s"]} for p, q in zip(whole["curve"], resumed["curve"])]

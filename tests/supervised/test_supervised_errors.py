@@ -22,7 +22,7 @@ TIMING = ("sps", "wall_time_s")
 def digits_args(out_dir, *extra, run_name="run", max_steps=8, batch_size=32):
     return ["digits", *TINY_DIGITS, "--train.max-steps", str(max_steps), "--train.batch-size", str(batch_size),
             "--train.eval-every", "4", "--train.checkpoint-every", "2", "--train.out-dir", str(out_dir),
-            "--train.run-name", run_name, *extra]
+            "--train.run-name", run_name, "--train.device", "cpu", *extra]  # CPU: bit-exact resumes
 
 
 def without_timing(records):
@@ -85,7 +85,7 @@ def test_a_checkpoint_missing_entries_is_damaged(run_copy):
 
 def test_resume_from_the_intact_checkpoint_continues_identically(finished_run, run_copy):
     (run_copy / "last.pt").write_bytes(b"")
-    assert main(["digits", "--train.resume", str(run_copy / "best.pt")]) == 0
+    assert main(["digits", "--train.resume", str(run_copy / "best.pt"), "--train.device", "cpu"]) == 0
     a, b = load_checkpoint(finished_run / "last.pt"), load_checkpoint(run_copy / "last.pt")
     assert b["step"] == 8
     for key in a["model"]:
@@ -101,7 +101,7 @@ def test_half_written_last_metrics_line_is_dropped_on_resume(finished_run, run_c
         f.write('{"kind": "train", "step": 10, "samples": 320, "train_lo')
     assert read_metrics(run_copy) == read_metrics(finished_run)  # a reader leaves the partial line out too
 
-    assert main(["digits", "--train.resume", str(run_copy)]) == 0
+    assert main(["digits", "--train.resume", str(run_copy), "--train.device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "cut off mid-write" in err and str(run_copy / "metrics.jsonl") in err
     assert without_timing(read_metrics(run_copy)) == without_timing(read_metrics(finished_run))
