@@ -120,7 +120,7 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
     try:
         with Signals(raise_at_once=inline) as signals:
             if inline:
-                engine = {"engine": "this process", "nodes": 1, "cpus": 1, "gpus": 0}
+                engine = {"engine": "this process", "nodes": 1, "cpus": 1, "gpus": _inline_resources().get("GPU", 0)}
                 _run_inline(jobs, out, records, errors, display)
             else:
                 from experiments.cluster import run_on_ray  # Ray is imported only when it is used
@@ -268,6 +268,14 @@ class Signals:
             signal.signal(signum, handler)
 
 
+def _inline_resources() -> dict[str, int]:
+    """What an in-process job runs with: one CPU thread, and the GPUs it sees (supervised / BC jobs pick CUDA)."""
+    import torch  # the jobs import it anyway; the command line alone does not need it
+
+    gpus = torch.cuda.device_count()
+    return {"CPU": 1, "GPU": gpus} if gpus else {"CPU": 1}
+
+
 def _run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display: Display) -> None:
     pending = [j for j in jobs if j.id not in records]
     while pending:
@@ -285,11 +293,13 @@ def _run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display
         report = lambda done, total, job_id=job.id: display.update(job_id, done, total)  # noqa: E731
         try:
             record = execute(job, out / job.id, {d: records[d] for d in job.deps}, report)
+        except Interrupted:
+            raise  # a signal inside a job is not a failed run: run_jobs marks what is unfinished and stops
         except Exception:  # noqa: BLE001 - one failed run must not stop the others
             errors[job.id] = traceback.format_exc()
             display.finished(job, ok=False)
             continue
         record["run_dir"] = str(out / job.id)
-        record["node"] = {"hostname": socket.gethostname(), "node_id": None, "resources": {"CPU": 1}}
+        record["node"] = {"hostname": socket.gethostname(), "node_id": None, "resources": _inline_resources()}
         records[job.id] = finish(job, record, out)
         display.finished(job, ok=True)

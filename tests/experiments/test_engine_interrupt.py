@@ -94,6 +94,25 @@ def test_an_interrupted_experiment_stops_every_process_and_resumes_to_the_same_n
     assert results["timing"]["resumed_jobs"] == finished
 
 
+def test_a_signal_inside_an_in_process_job_stops_the_experiment_instead_of_failing_that_run(tmp_path, uninterrupted):
+    out = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "experiments", *DIGITS, "--workers", "0", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def a_job_is_running() -> bool:  # one run finished and the next one has begun writing
+        started = [d for d in out.glob("digits/*/*") if any(d.iterdir()) and not (d / MARKER).exists()]
+        return bool(started and any(out.glob(f"digits/*/*/{MARKER}"))) or process.poll() is not None
+
+    wait_for(a_job_is_running)
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "failed" not in err and not (out / "digits" / "results.json").exists()
+    assert "Resume with:" in err
+    assert main([*DIGITS, "--workers", "0", "--out", str(out), "--resume"]) == 0
+    assert numbers(out / "digits") == uninterrupted
+
+
 def test_a_used_output_directory_is_refused_with_a_hint_to_resume(tmp_path, capsys):
     (tmp_path / "runs" / "digits" / "ppo").mkdir(parents=True)
     assert main([*DIGITS, "--out", str(tmp_path / "runs")]) == 2
