@@ -49,7 +49,7 @@ from agents.memory_transformer import EpisodeTransformer, MemoryConfig
 from agents.presets import PRESETS
 from agents.run import AgentRun, RunOptions
 from lab.io import write_json
-from lab.runtime import run_name
+from lab.runtime import run_name, select_device
 
 CARTPOLE_MAX = 500.0
 # (task, method) -> the agents preset it runs (agents.presets); "memory-small" is cartpole-novel-memory at d32.
@@ -67,11 +67,12 @@ TASK_METHODS = {"cartpole": ("memory", "memory-small", "lstm"), "repeat_first": 
 INFERENCE_LENGTHS = (16, 64, 256, 1024)
 
 
-def run_one(task: str, method: str, seed: int, overrides: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+def run_one(task: str, method: str, seed: int, overrides: dict[str, Any], runs_dir: Path,
+            device: str = "cpu") -> dict[str, Any]:
     """One preset through the lab's run routine (agents.run.AgentRun: its evaluation, on fresh episodes)."""
     config = RECIPES[(task, method)].merged(**overrides)
     run_dir = runs_dir / run_name(task, method, seed=seed)
-    results = AgentRun(config, run_dir, RunOptions(seed=seed, checkpoint_every_s=0)).run()
+    results = AgentRun(config, run_dir, RunOptions(seed=seed, device=device, checkpoint_every_s=0)).run()
     curve = [{"step": p["steps"], "mean_return": p["mean_return"]} for p in results["curve"]]
     row = {"task": task, "method": method, "seed": seed, "steps": results["steps"],
            "train_time_s": results["train_wall_time_s"], "steps_per_s": results["steps_per_s"],
@@ -86,44 +87,54 @@ def run_one(task: str, method: str, seed: int, overrides: dict[str, Any], runs_d
 
 # -------------------------------------------------------------------------------------------------- inference
 def inference_cost(lengths=INFERENCE_LENGTHS, n_envs: int = 8, steps: int = 200, d_model: int = 64,
-                   num_layers: int = 1) -> list[dict[str, Any]]:
-    """Policy-memory steps/s for ``n_envs`` envs: cached step vs re-encoding the M-step window, and the LSTM."""
+                   num_layers: int = 1, device: str = "cpu") -> list[dict[str, Any]]:
+    """Policy-memory steps/s for ``n_envs`` envs: cached step vs re-encoding the M-step window, and the LSTM.
+
+    On CUDA every timed loop ends with a synchronisation, so a rate counts finished steps, not queued kernels."""
     rows = []
-    lstm = nn.LSTM(d_model, d_model).eval()
+    on = torch.device(device)
+    sync = torch.cuda.synchronize if on.type == "cuda" else (lambda: None)
+    lstm = nn.LSTM(d_model, d_model).to(on).eval()
     for m in lengths:
         config = MemoryConfig(memory_length=m, d_model=d_model, num_heads=4, num_layers=num_layers,
                               dim_feedforward=2 * d_model, max_position=4 * m)
-        model = EpisodeTransformer(d_model, config).eval()
-        features = torch.randn(n_envs, m + steps, d_model)
-        no_start = torch.zeros(n_envs, dtype=torch.bool)
+        model = EpisodeTransformer(d_model, config).to(on).eval()
+        features = torch.randn(n_envs, m + steps, d_model, device=on)
+        no_start = torch.zeros(n_envs, dtype=torch.bool, device=on)
         with torch.no_grad():
             state = model.initial_state(n_envs)
             for t in range(m):  # fill the memory: from here on every step attends to M steps
                 model.step(features[:, t], state, no_start)
+            sync()
             began = time.perf_counter()
             for t in range(m, m + steps):
                 model.step(features[:, t], state, no_start)
+            sync()
             cached = steps / (time.perf_counter() - began)
             p = m - 1
-            memory = torch.zeros(n_envs, num_layers, p, d_model)
-            invalid = torch.zeros(n_envs, p, dtype=torch.bool)
+            memory = torch.zeros(n_envs, num_layers, p, d_model, device=on)
+            invalid = torch.zeros(n_envs, p, dtype=torch.bool, device=on)
             recompute_steps = max(5, min(steps, 20_000 // m))
-            no_starts = torch.zeros(n_envs, m, dtype=torch.bool)
+            no_starts = torch.zeros(n_envs, m, dtype=torch.bool, device=on)
             for t in range(m, m + 3):  # warm-up
-                model.forward_segment(features[:, t - m + 1:t + 1], torch.arange(m).expand(n_envs, m), no_starts,
-                                      memory, invalid)
+                model.forward_segment(features[:, t - m + 1:t + 1], torch.arange(m, device=on).expand(n_envs, m),
+                                      no_starts, memory, invalid)
+            sync()
             began = time.perf_counter()
             for t in range(m, m + recompute_steps):  # no cache: the whole window through every layer, every step
                 window = features[:, t - m + 1:t + 1]
-                times = torch.arange(t - m + 1, t + 1).expand(n_envs, m)
+                times = torch.arange(t - m + 1, t + 1, device=on).expand(n_envs, m)
                 model.forward_segment(window, times, no_starts, memory, invalid)
+            sync()
             recomputed = recompute_steps / (time.perf_counter() - began)
-            hc = (torch.zeros(1, n_envs, d_model), torch.zeros(1, n_envs, d_model))
+            hc = (torch.zeros(1, n_envs, d_model, device=on), torch.zeros(1, n_envs, d_model, device=on))
             for t in range(10):  # warm-up
                 lstm(features[:, t][None], hc)
+            sync()
             began = time.perf_counter()
             for t in range(steps):
                 _, hc = lstm(features[:, t][None], hc)
+            sync()
             lstm_rate = steps / (time.perf_counter() - began)
         rows.append({"memory_length": m, "cached_steps_per_s": cached, "recompute_steps_per_s": recomputed,
                      "lstm_steps_per_s": lstm_rate, "speedup": cached / recomputed,
@@ -167,7 +178,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(12, 6))
         seen = set()
         for row in task_rows:
             curve = row["curve"]
@@ -184,7 +195,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
         fig.tight_layout()
         path = out.with_name(f"{out.stem}_{task}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=110)  # 1320 x 660 px, as the experiments' plots (>= 1200 px)
         plt.close(fig)
         written.append(str(path))
     return written
@@ -233,6 +244,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--combine", nargs="+", metavar="JSON", default=None,
                         help="run nothing: merge the rows of earlier reports (e.g. one per method) into --out, "
                              "with one summary and one plot per task")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of the policies and the inference timing (cpu, cuda, auto); "
+                             "the figures in BENCHMARKS.md are cpu unless they say otherwise")
     parser.add_argument("--runs-dir", default="runs/benchmarks/memory", help="the runs' directories (TensorBoard)")
     parser.add_argument("--out", default="benchmarks/results/memory.json")
     args = parser.parse_args(argv)
@@ -247,6 +261,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         RECIPES[("cartpole", "memory")].merged(**args.recipe)
     except (TypeError, ValueError) as error:
         parser.error(f"--recipe: {error}")
+    try:
+        device = str(select_device(args.device))
+    except (RuntimeError, ValueError) as error:
+        parser.error(f"--device: {error}")
     torch.set_num_threads(1)
     overrides = {k: v for k, v in (("timesteps", args.timesteps), ("eval_freq", args.eval_freq),
                                    ("eval_episodes", args.eval_episodes)) if v is not None}
@@ -257,20 +275,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     inference: list[dict[str, Any]] = []
     for task in args.tasks:
         if task == "inference":
-            inference = inference_cost()
+            inference = inference_cost(device=device)
             continue
         for method in TASK_METHODS[task]:
             if args.methods and method not in args.methods:
                 continue
             for seed in args.seeds:
                 print(f"[{task}] {method} seed {seed} ...", flush=True)
-                rows.append(run_one(task, method, seed, overrides, Path(args.runs_dir)))
+                rows.append(run_one(task, method, seed, overrides, Path(args.runs_dir), device))
                 print("  " + format_row(rows[-1]), flush=True)
     report = {
         "tasks": args.tasks, "methods": args.methods, "seeds": args.seeds, "overrides": overrides,
         "full_budget": not overrides, "rows": rows, "summary": summarise(rows), "inference": inference,
         "recipes": {f"{t}/{m}": r.merged(**overrides).to_dict() for (t, m), r in RECIPES.items() if t in args.tasks},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "device": device,
+                    "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
                     "torch_threads": torch.get_num_threads(), "load_average_before": load_before,
                     "load_average_after": os.getloadavg()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "total_wall_time_s": time.perf_counter() - started,
