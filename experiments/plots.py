@@ -53,8 +53,9 @@ STYLES: dict[str, Style] = {
     "untrained": Style(UNTRAINED_COLOR, ":", "x"),
 }
 # Compared within one paradigm: a fixed colour per optimizer / strategy (never a paradigm's colour).
-_PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#ad494a", "#637939", "#843c39",
-            "#5254a3", "#7b4173"]
+# Nine colours told apart at a glance (the full optimizers plot showed three browns), with a marker each too.
+_PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#222222", "#e6ab02", "#7b4173"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<"]
 STRATEGY_COLORS = {"frozen": "#9467bd", "top": "#17becf", "discriminative": "#8c564b", "full": "#e377c2",
                    "scratch": RL}
 
@@ -64,7 +65,9 @@ def optimizer_style(name: str, names: Sequence[str]) -> Style:
     from lab.optim import optimizer_names
 
     order = list(optimizer_names()) + [n for n in names if n not in optimizer_names()]
-    return Style(_PALETTE[order.index(name) % len(_PALETTE)], ["-", "--", "-."][order.index(name) // len(_PALETTE) % 3])
+    index = order.index(name)
+    return Style(_PALETTE[index % len(_PALETTE)], ["-", "--", "-."][index // len(_PALETTE) % 3],
+                 _MARKERS[index % len(_MARKERS)])
 
 
 def style_for(key: str) -> Style:
