@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import digits
+from experiments.analysis.optimizers import TUNED
 from experiments.optimizers import PARADIGMS, WEIGHT_DECAY
 from experiments.runner import Interrupted, Job, ResumeMismatchError, Signals
 from lab.optim import get_optimizer_info
@@ -33,7 +34,6 @@ from lab.optim import get_optimizer_info
 LOG10_RANGE = (-2.0, 1.0)  # lr from default / 100 to default x 10
 TUNE_SEED = 0
 METRIC = "val_accuracy"
-TUNED = "-tuned"  # variant suffix of the runs at a tuned rate
 TUNING_JSON = "tuning.json"  # in the experiment directory: the search's settings, every trial, the tuned rates
 
 

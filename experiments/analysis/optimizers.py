@@ -12,14 +12,15 @@ from typing import Any
 from experiments.analysis import closing_lines, find, join, learning_sentence, value
 from experiments.analysis.digits import COLUMN_LABELS, VARIANT_LABELS
 from experiments.common import (
-    COUNT, RATE, UNTRAINED, aggregate_row, first_crossing, learning_rows, markdown_table, not_improved, rows_of,
-    summary_row,
+    COUNT, RATE, UNTRAINED, aggregate_row, first_crossing, format_estimate, learning_rows, markdown_table,
+    not_improved, rows_of, summary_row,
 )
 from lab.optim import get_optimizer_info
 
 PARADIGMS = ("supervised", "ppo")
 METRIC = "test accuracy"
 BOTH = "final test accuracy, both paradigms"
+TUNED = "-tuned"  # variant suffix of the runs at a tuned rate (experiments.tuning)
 
 
 def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
@@ -40,29 +41,40 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
     def runs_of(variant: str) -> list[dict[str, Any]]:
         return sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
 
+    # every optimizer at its registry rate, then (after `--tune-trials`) at its tuned rate: "<name>-tuned"
+    names = [n + suffix for suffix in ("", TUNED) for n in budget["optimizers"]]
+
+    def note(name: str) -> str:
+        return "lr tuned" if name.endswith(TUNED) else f"lr {get_optimizer_info(name).default_lr:g}"
+
     for section, quantity, get, fmt, unit, bounds in quantities:
         for paradigm in PARADIGMS:
-            for name in budget["optimizers"]:
+            for name in names:
                 rs = runs_of(f"{paradigm}-{name}")
                 if rs:
                     rows.append(summary_row(section, quantity, f"{paradigm}-{name}", [get(r) for r in rs], fmt, unit,
-                                            note=f"lr {get_optimizer_info(name).default_lr:g}", bounds=bounds))
+                                            note=note(name), bounds=bounds))
         if quantity == f"final {METRIC}":  # the untrained point and the change from it, right after
             for paradigm in PARADIGMS:
-                for name in budget["optimizers"]:
+                for name in names:
                     rs = runs_of(f"{paradigm}-{name}")
                     if rs:
                         for row in learning_rows("final", METRIC, f"{paradigm}-{name}",
                                                  [r["curve"][0]["accuracy"] if r["curve"][0]["samples"] == 0 else None
                                                   for r in rs], [r["curve"][-1]["accuracy"] for r in rs]):
-                            row["note"] = f"lr {get_optimizer_info(name).default_lr:g}"
+                            row["note"] = note(name)
                             rows.append(row)
-    for name in budget["optimizers"]:
+    for name in names:
         scores = {p: [r["curve"][-1]["accuracy"] for r in runs_of(f"{p}-{name}")] for p in PARADIGMS}
         if any(scores.values()):
-            rows.append(aggregate_row("aggregate", BOTH, f"both-{name}", scores,
-                                      note=f"lr {get_optimizer_info(name).default_lr:g}"))
+            rows.append(aggregate_row("aggregate", BOTH, f"both-{name}", scores, note=note(name)))
     return rows
+
+
+def label(row: dict[str, Any]) -> str:
+    """A table's line for a row: ``adam (0.001)``, or ``adam, tuned lr``."""
+    name = row["variant"].split("-", 1)[1]
+    return f"{name.removesuffix(TUNED)}, tuned lr" if name.endswith(TUNED) else f"{name} ({row['note'][3:]})"
 
 
 def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
@@ -131,8 +143,49 @@ def limits(results: dict[str, Any]) -> list[str]:
         out.append(learning_sentence(f"{v.split('-', 1)[1]} ({COLUMN_LABELS[v.split('-', 1)[0]]})",
                                      find(summary, f"{UNTRAINED} {METRIC}", v), find(summary, f"final {METRIC}", v),
                                      change))
-    out.append("Every optimizer runs at its registry learning rate in both paradigms: this compares the defaults, "
-               "not tuned optimizers (a fair ranking gives each the same tuning budget).")
+    tuning = results.get("tuning")
+    if tuning is None:
+        out.append("Every optimizer runs at its registry learning rate in both paradigms: this compares the "
+                   "defaults, not tuned optimizers (a fair ranking gives each the same tuning budget: "
+                   "`--tune-trials N`).")
+    else:
+        out.append(f"Each rate was tuned with {tuning['trials_per_variant']} trials on one training seed "
+                   f"({tuning['training_seed']}) and the validation split: a rate that won by luck at that seed "
+                   "shows as a tuned result no better than the default one over the test seeds.")
+    return out
+
+
+def tuning_section(results: dict[str, Any]) -> list[str]:
+    """The tuned rates beside the registry's, per paradigm: rate, validation accuracy of the best trial, final
+    test accuracy and samples to the threshold at both rates (``[]`` without ``--tune-trials``)."""
+    tuning, summary, budget = results.get("tuning"), results["summary"], results["budget"]
+    if not tuning:
+        return []
+    t = budget["threshold"]
+    final, reach = f"final {METRIC}", f"samples to {t:.0%} {METRIC}"
+
+    def cell(quantity: str, variant: str) -> str:
+        row = find(summary, quantity, variant)
+        return format_estimate(row) if row else "not run"
+
+    out = ["### Tuned learning rates (Ray Tune) beside the registry's",
+           f"{tuning['search']}, {tuning['trials_per_variant']} trials per optimizer and paradigm, {tuning['space']}; "
+           f"metric: {tuning['metric']} on the validation split, training seed {tuning['training_seed']}. The tuned "
+           "rates then ran over the test seeds; test accuracy is on the test split, which tuning never saw.", ""]
+    for paradigm in PARADIGMS:
+        out += [f"**{COLUMN_LABELS[paradigm]}**", "",
+                f"| optimizer | registry lr | tuned lr | best trial's val. accuracy | {final}, registry lr | "
+                f"{final}, tuned lr | {reach}, registry lr | {reach}, tuned lr |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name in budget["optimizers"]:
+            best = tuning["best"].get(f"{paradigm}-{name}")
+            if best is None:
+                continue
+            variant = f"{paradigm}-{name}"
+            out.append(f"| {name} | {get_optimizer_info(name).default_lr:g} | {best['lr']:.3g} | "
+                       f"{best['val_accuracy']:.3f} ({best['trials']} trials) | {cell(final, variant)} | "
+                       f"{cell(final, variant + TUNED)} | {cell(reach, variant)} | {cell(reach, variant + TUNED)} |")
+        out.append("")
     return out
 
 
@@ -155,7 +208,9 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "",
         "The same separable-conv net as experiment 1, trained with labels (supervised) and as a PPO policy on the "
         f"digits bandit (reward only), once per optimizer, each at its registry learning rate ({lrs}) and weight "
-        f"decay {WEIGHT_DECAY:g} in both paradigms.",
+        f"decay {WEIGHT_DECAY:g} in both paradigms"
+        + ("; then again at the rate its search chose (rows 'tuned lr', section 'Tuned learning rates')."
+           if results.get("tuning") else "."),
         "",
         note,
         "",
@@ -164,9 +219,10 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "Final test accuracy of every run of an optimizer, both paradigms: the interquartile mean (IQM) with a "
         "stratified-bootstrap 95% interval (seeds resampled within each paradigm, as rliable aggregates tasks):",
         "",
-        markdown_table(aggregate, corner="optimizer (lr)", row_of=lambda r: f"{r['variant'][5:]} ({r['note'][3:]})",
+        markdown_table(aggregate, corner="optimizer (lr)", row_of=label,
                        column_of=lambda r: "both paradigms") if aggregate else "",
         "",
+        *tuning_section(results),
         f"### Samples and wall time to {budget['threshold']:.0%} test accuracy",
         *_tables(summary, "threshold"),
         "### Cost",
@@ -184,8 +240,7 @@ def _tables(summary: list[dict[str, Any]], section: str) -> list[str]:
         unit = f" ({chosen[0]['unit']})" if chosen[0]["unit"] else ""
         out += [f"**{quantity}{unit}**", "",
                 markdown_table(chosen, columns=PARADIGMS, labels=COLUMN_LABELS, corner="optimizer (lr)",
-                               row_of=lambda r: f"{r['variant'].split('-', 1)[1]} ({r['note'][3:]})",
-                               column_of=lambda r: r["variant"].split("-", 1)[0]), ""]
+                               row_of=label, column_of=lambda r: r["variant"].split("-", 1)[0]), ""]
     return out
 
 

@@ -32,6 +32,17 @@ def test_each_optimizer_gets_the_same_search_and_its_best_rate_runs_over_the_see
         assert float(runs[f"ppo-{name}-tuned"]["hyperparameters"]["lr"]) == tuning["best"][f"ppo-{name}"]["lr"]
         config = json.loads((exp_dir / f"supervised-{name}-tuned" / "seed1" / "config.json").read_text())
         assert config["train"]["lr"] == tuning["best"][f"supervised-{name}"]["lr"]
+    # the report sets each tuned rate beside the registry's, with both runs' test accuracy from the summary
+    report = (exp_dir / "report.md").read_text()
+    summary = {(r["quantity"], r["variant"]): r for r in results["summary"]}
+    table = report.split("### Tuned learning rates")[1].split("###")[0]
+    for paradigm in ("supervised", "ppo"):
+        best = tuning["best"][f"{paradigm}-sgd"]
+        line = next(line for line in table.splitlines() if line.startswith("| sgd |") and f"| {best['lr']:.3g} |" in line)
+        for variant in (f"{paradigm}-sgd", f"{paradigm}-sgd-tuned"):
+            assert f"{summary[('final test accuracy', variant)]['mean']:.3f}" in line
+        assert f"{best[METRIC]:.3f} (2 trials)" in line
+    assert summary[("final test accuracy, both paradigms", "both-sgd-tuned")]["n"] == 2
     # --resume after a finished run: nothing is tuned or trained again, the numbers stay.
     tuned_file = (exp_dir / TUNING_JSON).stat().st_mtime_ns
     assert main([*argv, "--resume"]) == 0
