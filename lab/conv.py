@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 NORM_CHOICES = ("batch", "group", "none")
 ACTIVATION_CHOICES = ("relu", "gelu", "silu", "none")
@@ -273,14 +274,26 @@ class PlainConvNet(ConvNet):
         super().__init__(replace(config or ConvNetConfig(), block="plain"))
 
 
+def _attention_flops(query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int], *args: Any,
+                     out_shape: Any = None, **kwargs: Any) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's FlopCounterMode counts SDPA's CUDA kernels but not the CPU one (it counted 0 for every attention layer).
+_CPU_ATTENTION_FLOPS = {op: _attention_flops for op in (
+    getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None),) if op is not None}
+
+
 def count_flops(model: nn.Module, example: torch.Tensor | Mapping[str, torch.Tensor] | Sequence[int]) -> int:
     """Total FLOPs of one forward pass, as counted by ``torch.utils.flop_counter.FlopCounterMode``.
 
     ``example`` is an input tensor, a dict of input tensors (``model(example)``, e.g. a Dict observation), or
     a tensor's full shape including the batch, e.g. ``(1, 1, 8, 8)`` (zeros are used, in the model's dtype).
-    Inputs go to the model's device first, so a CPU example counts a model trained on CUDA. Convs and linear
-    layers count ``2 * MACs``; biases, norms, activations and pooling count nothing. Runs in eval mode under
-    ``torch.no_grad()`` and restores the model's training mode afterwards.
+    Inputs go to the model's device first, so a CPU example counts a model trained on CUDA. Convs, linear
+    layers and attention (scores and weighted sum, ``2 * 2 * B * H * Lq * Lk * d``, as torch counts its CUDA
+    kernels; on the CPU too, where torch's counter has no formula for its fused kernel) count ``2 * MACs``;
+    biases, norms, activations, softmax and pooling count nothing. Runs in eval mode under ``torch.no_grad()``
+    and restores the model's training mode afterwards.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else None
@@ -293,7 +306,7 @@ def count_flops(model: nn.Module, example: torch.Tensor | Mapping[str, torch.Ten
     was_training = model.training
     model.eval()
     try:
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS)
         with torch.no_grad(), counter:
             model(example)
     finally:

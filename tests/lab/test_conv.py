@@ -16,6 +16,7 @@ from lab.conv import (
     make_norm,
     min_input_size,
 )
+from lab.attention import MultiHeadAttention
 from lab.data import digits_splits
 from lab.runtime import count_parameters
 
@@ -281,3 +282,23 @@ def test_count_flops_moves_the_example_to_the_models_device():
             return self.inner["a"](x["a"])
 
     assert count_flops(DictInput(), {"a": torch.zeros(2, 4)}) == 2 * 2 * 4 * 3
+
+
+def test_count_flops_counts_attention_on_the_cpu_as_torch_counts_it_on_cuda():
+    # scores Q K^T and the weighted sum of V: 2 x 2 x B x H x Lq x Lk x d (torch's sdpa_flop_count)
+    class Attend(nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    assert count_flops(Attend(), torch.randn(2, 4, 10, 16)) == 2 * 2 * 2 * 4 * 10 * 10 * 16
+
+    class SelfAttention(nn.Module):  # the lab's attention block, as its transformers use it
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = MultiHeadAttention(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attention(x, x, x)[0]
+
+    projections = 2 * 5 * (3 * 16 * 16 + 16 * 16)  # q, k, v and output projections of 5 tokens
+    assert count_flops(SelfAttention(), torch.randn(1, 5, 16)) == projections + 2 * 2 * 2 * 5 * 5 * 8
