@@ -17,11 +17,13 @@ ranges sit in their own column and on the plot.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.config import AgentConfig
 from agents.presets import PRESETS
+from experiments.analysis.imitation import RL_NAMES
 from envs.babyai import PAPER_99, PAPER_TARGET
 from envs.registration import BABYAI_LEVELS
 from experiments.baselines import untrained_bc_job
@@ -37,6 +39,11 @@ TARGET = PAPER_TARGET  # the paper's success threshold
 HEADLINE = ("final success rate", f"minimum demonstrations to {TARGET:.0%} success",
             f"training episodes to {TARGET:.0%} success")
 READOUTS = ("flat", "cls")
+# RL variants (each one run per seed, the same fusion encoder and observations): the agents' PPO recipe, and
+# MemoryPPO (agents.memory_ppo): the same PPO with a causal transformer over the episode's past step embeddings
+# between the encoder and the heads, so the policy remembers more than the 4 previous actions it sees.
+RL_ALGOS = tuple(RL_NAMES)
+MEMORY_KWARGS = dict(memory_length=64, d_model=64, num_heads=4, num_layers=1, dim_feedforward=128)
 
 
 @dataclass
@@ -67,6 +74,9 @@ class ImitationBudget:
     """success rates for 'demonstrations / episodes to threshold' (the paper's is 0.99)"""
     demos_dir: str | None = None
     """reuse (and extend) a demonstration directory across invocations; default: a fresh one in the output"""
+    rl_algos: tuple[str, ...] = ("ppo",)
+    """RL variants, one run per seed each: ppo (the agents' BabyAI recipe), memory-ppo (the same PPO with a
+    transformer memory over the episode, agents.MemoryPPO); e.g. --budget.rl-algos ppo memory-ppo"""
 
     def resolve(self, full: bool) -> ImitationBudget:
         if full:
@@ -87,6 +97,9 @@ class ImitationBudget:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bc_epochs < 0:
             raise ValueError(f"bc_epochs must be >= 0, got {self.bc_epochs}")
+        unknown = [a for a in self.rl_algos if a not in RL_ALGOS]
+        if unknown or not self.rl_algos or len(set(self.rl_algos)) < len(self.rl_algos):
+            raise ValueError(f"rl_algos must be distinct names among {', '.join(RL_ALGOS)}; got {self.rl_algos}")
         if self.rl_readout not in READOUTS:
             raise ValueError(f"unknown rl_readout {self.rl_readout!r}; choose one of {', '.join(READOUTS)}")
 
@@ -102,7 +115,7 @@ def bc_config(budget: ImitationBudget, num_demos: int, seed: int) -> BabyAIBCCon
     return replace(config, train=train, data=data, eval=evaluation)
 
 
-def ppo_config(budget: Any, rl_steps: int, readout: str) -> AgentConfig:
+def ppo_config(budget: Any, rl_steps: int, readout: str, algo: str = "ppo") -> AgentConfig:
     """The agents' BabyAI PPO recipe with behaviour cloning's fusion encoder (its TransformerConfig itself).
 
     ``readout="flat"``: the recipe's MLP heads (64) on the CLS + image-cell states; ``"cls"``: linear action and
@@ -118,15 +131,20 @@ def ppo_config(budget: Any, rl_steps: int, readout: str) -> AgentConfig:
                            env_kwargs=dict(action_history=BCDataConfig().action_history), timesteps=rl_steps,
                            eval_freq=budget.eval_every, eval_episodes=budget.eval_episodes,
                            eval_actions="greedy" if budget.greedy else "sampled", name="", reference="")
+    if algo == "memory-ppo":  # rollout segments of at most 32 steps that tile both the rollout and the batches
+        segment = math.gcd(32, algo_kwargs["n_steps"], algo_kwargs["batch_size"])
+        config = config.merged(algo="memory-ppo", algo_kwargs=dict(segment_len=segment),
+                               policy_kwargs=dict(memory_kwargs=MEMORY_KWARGS))
     # all of the encoder is behaviour cloning's, none of the preset's
     encoder = dict(config=model.transformer_config(), pooling="flat" if readout == "flat" else model.pooling)
     return replace(config, encoder_kwargs=encoder)
 
 
 def rl_job(exp: str, budget: Any, seed: int, readout: str, variant: str = "ppo", finetune: str | None = None,
-           pretrained_from: str | None = None, load_head: bool = False) -> Job:
-    """A PPO run of the budget (``finetune``: a strategy of ``agents.finetune`` for a pretrained encoder)."""
-    config = ppo_config(budget, budget.rl_steps, readout)
+           pretrained_from: str | None = None, load_head: bool = False, algo: str = "ppo") -> Job:
+    """A PPO (or MemoryPPO) run of the budget (``finetune``: a strategy of ``agents.finetune`` for a pretrained
+    encoder)."""
+    config = ppo_config(budget, budget.rl_steps, readout, algo)
     if finetune is not None:
         config = config.merged(finetune=finetune)
     return Job(f"{exp}/{variant}/seed{seed}", train_agent,
@@ -155,7 +173,7 @@ def jobs(budget: ImitationBudget, seeds: list[int], exp: str = "imitation") -> l
     demos = demos_job(exp, budget)
     out = [demos]
     for seed in seeds:
-        out.append(rl_job(exp, budget, seed, budget.rl_readout))
+        out += [rl_job(exp, budget, seed, budget.rl_readout, variant=algo, algo=algo) for algo in budget.rl_algos]
         # the BC policy as initialised: the untrained point (0 demos) every BC variant is compared with
         out.append(untrained_bc_job(exp, bc_config(budget, max(budget.demo_counts), seed), seed, demos.id))
         for n in budget.demo_counts:

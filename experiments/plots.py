@@ -50,6 +50,7 @@ STYLES: dict[str, Style] = {
     "imitation": Style(IMITATION, "-", "D"),
     "ppo": Style(RL, "-", "o"),
     "a2c": Style(RL, "--", "s"),
+    "memory-ppo": Style(RL, "-.", "^"),  # PPO with a transformer memory over the episode (agents.MemoryPPO)
     "untrained": Style(UNTRAINED_COLOR, ":", "x"),
 }
 # Compared within one paradigm: a fixed colour per optimizer / strategy (never a paradigm's colour).

@@ -73,9 +73,22 @@ def train_agent(run_dir: Path, report: Report | None, deps: dict[str, dict[str, 
 
 
 def policy_flops(model: Any, observation: Any) -> int:
-    """FLOPs of one policy forward pass on one observation: features, actor and critic heads."""
+    """FLOPs of one policy forward pass on one observation: features, actor and critic heads; for MemoryPPO
+    also its episode memory, counted at a step whose memory is full (``memory_length`` past steps)."""
     policy = model.policy
     obs, _ = policy.obs_to_tensor(observation)
+    memory = getattr(policy, "memory", None)  # MemoryActorCriticPolicy's EpisodeTransformer
+    full_state = None
+    if memory is not None:
+        was_training = policy.training
+        policy.eval()
+        with torch.no_grad():  # fill the memory with M copies of this step (eval mode: no random draws)
+            full_state = policy.initial_state(1)
+            features = policy.extract_features(obs)
+            go_on = torch.zeros(1, dtype=torch.bool, device=policy.device)
+            for _ in range(memory.config.memory_length):
+                memory.step(features, full_state, go_on)
+        policy.train(was_training)
 
     class Forward(nn.Module):
         def __init__(self) -> None:
@@ -84,6 +97,9 @@ def policy_flops(model: Any, observation: Any) -> int:
 
         def forward(self, x):
             features = self.policy.extract_features(x)
+            if full_state is not None:
+                state = type(full_state)(*(t.clone() for t in full_state))
+                features, _ = self.policy.memory.step(features, state, torch.zeros_like(state.time, dtype=torch.bool))
             latent_pi, latent_vf = self.policy.mlp_extractor(features)
             return self.policy.action_net(latent_pi), self.policy.value_net(latent_vf)
 

@@ -2,7 +2,8 @@
 
 Behaviour cloning is one run per (demonstration count, seed), scored once after training; its untrained
 point is the BC policy as initialised (``experiments.baselines``, variant ``bc-untrained``, x = 0 demos).
-PPO is one run per seed with a success curve from step 0.
+PPO (and, with ``--budget.rl-algos ppo memory-ppo``, MemoryPPO) is one run per seed with a success curve from
+step 0.
 """
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from experiments.common import (
 METRIC = "success rate"
 PAPER_IL = "BabyAI paper: fewest demonstrations to 99% (IL, lower end of its range)"
 PAPER_RL = "BabyAI paper: fewest episodes to 99% (RL, lower end of its range)"
+RL_NAMES = {"ppo": "PPO", "memory-ppo": "MemoryPPO"}  # the RL variants (experiments.imitation.RL_ALGOS)
+
+
+def rl_variants(runs: list[dict[str, Any]]) -> list[str]:
+    """The RL variants that have runs, in RL_NAMES order."""
+    present = {r["variant"] for r in runs}
+    return [v for v in RL_NAMES if v in present]
 
 
 def _paper(level: str) -> dict[str, tuple[int, int]]:
@@ -51,16 +59,17 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
     def add(section, quantity, variant, values, fmt="{:.3f}", unit="", reference=None, bounds=COUNT):
         rows.append(summary_row(section, quantity, variant, values, fmt, unit, reference, bounds=bounds))
 
-    for v in [*bc_variants(budget), "ppo"]:
+    rls = rl_variants(runs)
+    for v in [*bc_variants(budget), *rls]:
         rs = per(v)
         if not rs:
             continue
         final = [r["final_metric"] for r in rs]
         add("goal", f"final {METRIC}", v, final, bounds=RATE)
-        start = ([untrained_bc.get(r["seed"]) for r in rs] if v != "ppo"
+        start = ([untrained_bc.get(r["seed"]) for r in rs] if v not in RL_NAMES
                  else [r["curve"][0]["success_rate"] if r["curve"][0]["steps"] == 0 else None for r in rs])
         rows += learning_rows("goal", METRIC, v, start, final)
-        if v == "ppo":
+        if v in RL_NAMES:
             add("goal", f"change of {METRIC} over the last evaluation interval", v,
                 [r["curve"][-1]["success_rate"] - r["curve"][-2]["success_rate"] if len(r["curve"]) > 1 else None
                  for r in rs], "{:+.3f}", bounds=(None, None))
@@ -77,7 +86,6 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
         add("complexity", "gradient updates", v, [r["updates"] for r in rs], "{:,.0f}")
         add("complexity", "training wall time", v, [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
         add("complexity", "run CPU time (incl. evaluation)", v, [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
-    ppo = per("ppo")
     il_ref = f"BabyAI paper, {level}: {paper['il'][0]:,}-{paper['il'][1]:,} demos (IL)"
     rl_ref = f"BabyAI paper, {level}: {paper['rl'][0]:,}-{paper['rl'][1]:,} episodes (RL)"
     bc_seeds = [s for s in seeds if any(r["seed"] == s and r["variant"] in bc_variants(budget) for r in runs)]
@@ -89,12 +97,12 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
             add("efficiency", f"minimum demonstrations to {t:.0%} success", "bc",
                 [first_crossing(bc_curve(runs, s), "demos", "success_rate", t) for s in bc_seeds], "{:,.0f}",
                 reference=il_ref if target else None)
-        if ppo:
-            add("efficiency", f"training episodes to {t:.0%} success", "ppo",
-                [first_crossing(r["curve"], "episodes", "success_rate", t) for r in ppo], "{:,.0f}",
-                reference=rl_ref if target else None)
-            add("efficiency", f"environment steps to {t:.0%} success", "ppo",
-                [first_crossing(r["curve"], "steps", "success_rate", t) for r in ppo], "{:,.0f}")
+        for v in rls:
+            add("efficiency", f"training episodes to {t:.0%} success", v,
+                [first_crossing(r["curve"], "episodes", "success_rate", t) for r in per(v)], "{:,.0f}",
+                reference=rl_ref if target and v == "ppo" else None)
+            add("efficiency", f"environment steps to {t:.0%} success", v,
+                [first_crossing(r["curve"], "steps", "success_rate", t) for r in per(v)], "{:,.0f}")
     # The published minimum for 99% (lower end), as rows, and how far this budget is from it (the takeaway).
     add("reference", PAPER_IL, "bc", [paper["il"][0]], "{:,.0f}", reference=il_ref)
     add("reference", PAPER_RL, "ppo", [paper["rl"][0]], "{:,.0f}", reference=rl_ref)
@@ -123,12 +131,15 @@ def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
                       "success rate (fresh episodes)", f"Imitation: BC success vs demonstrations ({mode} mode)",
                       hlines=hlines, spans=[(*paper["il"], "BabyAI paper: demos for 99% (IL)", plots.IMITATION)],
                       xscale="symlog", linthresh=min(budget["demo_counts"]), ylim=(0, 1.04))
-    ppo_runs = sorted((r for r in runs if r["variant"] == "ppo"), key=lambda r: r["seed"])
-    ppo = plots.Series("PPO", [plots.points(r["curve"], "episodes", "success_rate") for r in ppo_runs],
-                       plots.style_for("ppo"))
-    first = min((p["episodes"] for r in ppo_runs for p in r["curve"] if p["episodes"] > 0), default=10)
-    plots.draw_curves(right, [ppo], "training episodes played (0 = untrained policy; symlog axis)",
-                      "success rate (fresh episodes)", f"RL: PPO success vs episodes ({mode} mode)",
+    rls = rl_variants(runs)
+    rl_runs = {v: sorted((r for r in runs if r["variant"] == v), key=lambda r: r["seed"]) for v in rls}
+    rl_series = [plots.Series(RL_NAMES[v], [plots.points(r["curve"], "episodes", "success_rate") for r in rs],
+                              plots.style_for(v)) for v, rs in rl_runs.items()]
+    first = min((p["episodes"] for rs in rl_runs.values() for r in rs for p in r["curve"] if p["episodes"] > 0),
+                default=10)
+    plots.draw_curves(right, rl_series, "training episodes played (0 = untrained policy; symlog axis)",
+                      "success rate (fresh episodes)",
+                      f"RL: {' and '.join(RL_NAMES[v] for v in rls) or 'PPO'} success vs episodes ({mode} mode)",
                       hlines=hlines, spans=[(*paper["rl"], "BabyAI paper: episodes for 99% (RL)", plots.RL)],
                       xscale="symlog", linthresh=first, ylim=(0, 1.04))
     fig.suptitle(f"{level}: imitation (x = demonstrations) and RL (x = episodes) on separate axes; thin lines: "
@@ -138,7 +149,7 @@ def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
 
     bcs = [v for v in bc_variants(budget) if find(summary, "demonstrations used", v)]
     label = {v: f"BC {n:,}" for v, n in zip(bc_variants(budget), budget["demo_counts"])}
-    im, rl = plots.style_for("imitation"), plots.style_for("ppo")
+    im = plots.style_for("imitation")
     distinct = "distinct expert actions (labelled steps) in the training set"
     repeated = "expert actions (labels) consumed, with repeats"
     panels = [
@@ -148,10 +159,12 @@ def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
                                                  (f"{label[v]}\nwith repeats", find(summary, repeated, v), im))]),
         plots.BarPanel("demonstrations (BC)", "demonstrations",
                        [(label[v], find(summary, "demonstrations used", v), im) for v in bcs]),
-        plots.BarPanel("episodes played (PPO)", "episodes", [("PPO", find(summary, "environment episodes played",
-                                                                           "ppo"), rl)]),
-        plots.BarPanel("reward signals (PPO, environment steps)", "reward signals",
-                       [("PPO", find(summary, "reward signals consumed (environment steps)", "ppo"), rl)]),
+        plots.BarPanel("episodes played (RL)", "episodes",
+                       [(RL_NAMES[v], find(summary, "environment episodes played", v), plots.style_for(v))
+                        for v in rls]),
+        plots.BarPanel("reward signals (RL, environment steps)", "reward signals",
+                       [(RL_NAMES[v], find(summary, "reward signals consumed (environment steps)", v),
+                         plots.style_for(v)) for v in rls]),
     ]
     out.append(plots.bar_panels(panels, plot_dir / "labels_vs_rewards.png",
                                 f"{level}: what each run was told ({mode} mode; dots: seeds; hatched: distinct)"))
@@ -171,14 +184,16 @@ def takeaway(results: dict[str, Any]) -> str:
             f"Behaviour cloning on {value(find(summary, 'demonstrations used', most))} bot demonstrations "
             f"({value(distinct)} distinct expert actions, {value(repeats)} with repeats) reached {value(final)} "
             f"success on fresh episodes" + (f", from {value(start)} untrained." if start and start["n"] else "."))
-    ppo = find(summary, f"final {METRIC}", "ppo")
-    if ppo:
-        start = find(summary, f"{UNTRAINED} {METRIC}", "ppo")
-        change = change_rows(summary, METRIC).get("ppo")
-        episodes = find(summary, "environment episodes played", "ppo")
+    for v, name in RL_NAMES.items():
+        final = find(summary, f"final {METRIC}", v)
+        if not final:
+            continue
+        start = find(summary, f"{UNTRAINED} {METRIC}", v)
+        change = change_rows(summary, METRIC).get(v)
+        episodes = find(summary, "environment episodes played", v)
         verdict = ("" if change is None or change.get("improved") else
-                   ": not above its untrained success beyond the interval, so at this budget RL has not learned")
-        sentences.append(f"PPO, from the reward alone, ended at {value(ppo)} after {budget['rl_steps']:,} "
+                   ": not above its untrained success beyond the interval, so at this budget it has not learned")
+        sentences.append(f"{name}, from the reward alone, ended at {value(final)} after {budget['rl_steps']:,} "
                          f"environment steps ({value(episodes)} episodes), from {value(start)} untrained{verdict}.")
     parts = []
     for variant, unit, ratio_q, paper_q in (
@@ -196,7 +211,7 @@ def limits(results: dict[str, Any]) -> list[str]:
     summary, budget = results["summary"], results["budget"]
     out = []
     names = {v: f"BC on {n:,} demonstrations" for v, n in zip(bc_variants(budget), budget["demo_counts"])}
-    names["ppo"] = "PPO"
+    names |= RL_NAMES
     flagged = {r["variant"]: r for r in not_improved(summary)}
     for v, change in flagged.items():
         out.append(learning_sentence(names.get(v, v), find(summary, f"{UNTRAINED} {METRIC}", v),
@@ -207,14 +222,26 @@ def limits(results: dict[str, Any]) -> list[str]:
         out.append(f"The untrained point of {join(missing)} was not recorded by this run (no `{UNTRAINED_BC}` job), "
                    "so whether they learned is judged against nothing.")
     for t in budget["thresholds"]:
-        bc, rl = find(summary, f"minimum demonstrations to {t:.0%} success", "bc"), \
-            find(summary, f"training episodes to {t:.0%} success", "ppo")
-        if not any(r and r["n"] for r in (bc, rl)):
+        reached = [find(summary, f"minimum demonstrations to {t:.0%} success", "bc"),
+                   *(find(summary, f"training episodes to {t:.0%} success", v) for v in RL_NAMES)]
+        if not any(r and r["n"] for r in reached):
             out.append(f"Neither paradigm reached {t:.0%} success within this budget (at most "
                        f"{max(budget['demo_counts']):,} demonstrations, {budget['rl_steps']:,} PPO steps): the "
                        "published sample counts for 99% can only be compared in `--full` mode or the benchmarks.")
             break
     return out
+
+
+def memory_note(budget: dict[str, Any]) -> str:
+    """How MemoryPPO differs from PPO, when the budget runs it."""
+    if "memory-ppo" not in budget.get("rl_algos", ("ppo",)):
+        return ""
+    from experiments.imitation import MEMORY_KWARGS
+
+    m = MEMORY_KWARGS
+    return (f"; MemoryPPO: the same recipe with a causal transformer over the episode's past step embeddings "
+            f"between the encoder and the heads (memory {m['memory_length']} steps, d{m['d_model']}, "
+            f"{m['num_heads']} heads, {m['num_layers']} layer; agents.MemoryPPO)")
 
 
 def report(results: dict[str, Any], plot_paths: list[str]) -> str:
@@ -229,7 +256,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
             f"on the first {', '.join(f'{n:,}' for n in budget['demo_counts'])} bot demonstrations, batch 256, "
             f"{budget['bc_epochs']:g} passes over the demonstrations but at least {budget['bc_steps']:,} optimizer "
             f"steps; PPO for {budget['rl_steps']:,} environment steps, evaluated at step 0 and every "
-            f"{budget['eval_every']:,}, readout {readout}; success rates over {budget['eval_episodes']} fresh episodes "
+            f"{budget['eval_every']:,}, readout {readout}{memory_note(budget)}; success rates over {budget['eval_episodes']} fresh episodes "
             f"with {sampling}; seeds {', '.join(map(str, results['seeds']))}.")
     if mode == "quick":
         full = ImitationBudget().resolve(True)
@@ -239,7 +266,8 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
     if demos:
         note += (f" The bot's demonstrations: {demos['collected']:,} collected in {demos['collect_wall_time_s']:.1f} s"
                  + (f", {demos['reused']:,} reused from `{demos['demos_dir']}`" if demos["reused"] else "") + ".")
-    labels = {v: f"BC, {n:,} demos" for v, n in zip(bc_variants(budget), budget["demo_counts"])} | {"ppo": "PPO (reward)"}
+    labels = ({v: f"BC, {n:,} demos" for v, n in zip(bc_variants(budget), budget["demo_counts"])}
+              | {v: f"{name} (reward)" for v, name in RL_NAMES.items()})
     return "\n".join([
         "## Experiment 2: imitation vs RL (BabyAI)",
         "",
@@ -267,7 +295,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "",
         "Samples to a success rate, next to the BabyAI paper's minimum for 99% (published, not measured here):",
         "",
-        markdown_table(rows_of(summary, "efficiency"), labels={"bc": "behaviour cloning", "ppo": "PPO"}),
+        markdown_table(rows_of(summary, "efficiency"), labels={"bc": "behaviour cloning", **RL_NAMES}),
         "",
         "### 3. Where each applies",
         "Imitation needs an expert that can act (here a scripted bot; in general people or a planner) and "

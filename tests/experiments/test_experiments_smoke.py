@@ -192,3 +192,41 @@ def test_closing_summary_shows_the_headline_rows_and_the_published_column(flagsh
             assert f"{row['variant']} ({format_estimate(row)})" in printed
     assert str(flagship_run / "digits" / "report.md") in printed
     assert f"tensorboard --logdir {flagship_run}" in printed and "#custom_scalars" in printed
+
+
+def test_imitation_runs_memory_ppo_beside_ppo_on_the_same_encoder(tmp_path):
+    out = tmp_path / "runs"
+    assert main(["imitation", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out),
+                 "--budget.demo-counts", "8", "--budget.bc-steps", "2", "--budget.bc-epochs", "0",
+                 "--budget.rl-steps", "256", "--budget.eval-every", "128", "--budget.eval-episodes", "4",
+                 "--budget.rl-algos", "ppo", "memory-ppo"]) == 0
+    results = json.loads((out / "imitation" / "results.json").read_text())
+    rl = {r["variant"]: r for r in results["runs"] if r["paradigm"] == "rl"}
+    assert set(rl) == {"ppo", "memory-ppo"} and not results["errors"]
+    assert rl["memory-ppo"]["algo"] == "memory-ppo" and rl["memory-ppo"]["curve"][0]["steps"] == 0
+    assert rl["memory-ppo"]["encoder_params"] == rl["ppo"]["encoder_params"]  # one fusion encoder for both
+    finals = {r["variant"] for r in results["summary"] if r["quantity"] == "final success rate"}
+    assert {"ppo", "memory-ppo"} <= finals
+    report = (out / "imitation" / "report.md").read_text()
+    assert "| MemoryPPO (reward) |" in report and "MemoryPPO: the same recipe" in report
+
+
+def test_memory_ppo_flops_count_its_memory_full():
+    from agents.config import AgentConfig
+    from agents.factory import make_agent
+    from envs.make import first_observation
+    from experiments.rl_runs import policy_flops
+
+    def flops(memory_length: int) -> int:
+        config = AgentConfig("lab/CartPoleNoVel-v1", "memory-ppo", n_envs=1, algo_kwargs=dict(n_steps=32, batch_size=32),
+                             policy_kwargs=dict(memory_kwargs=dict(memory_length=memory_length, d_model=16,
+                                                                   num_heads=2, dim_feedforward=32)))
+        model = make_agent(config, seed=0)
+        try:
+            return policy_flops(model, first_observation("lab/CartPoleNoVel-v1"))
+        finally:
+            model.get_env().close()
+
+    short, long = flops(4), flops(36)
+    # attention scores and the weighted sum over M past steps: 2 x 2 x M x d FLOPs for the one query
+    assert long - short == 2 * 2 * (36 - 4) * 16
