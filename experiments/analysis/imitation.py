@@ -192,7 +192,7 @@ def takeaway(results: dict[str, Any]) -> str:
         change = change_rows(summary, METRIC).get(v)
         episodes = find(summary, "environment episodes played", v)
         verdict = ("" if change is None or change.get("improved") else
-                   ": not above its untrained success beyond the interval, so at this budget it has not learned")
+                   f": not above its untrained success beyond the interval, so at this budget {name} has not learned")
         sentences.append(f"{name}, from the reward alone, ended at {value(final)} after {budget['rl_steps']:,} "
                          f"environment steps ({value(episodes)} episodes), from {value(start)} untrained{verdict}.")
     parts = []

@@ -179,7 +179,7 @@ def test_a_variant_that_did_not_improve_is_flagged_in_its_row_and_in_words(all_r
                 interval = f"[{row['fmt'].format(row['ci_low'])}, {row['fmt'].format(row['ci_high'])}]"
                 assert interval in limits, (results["experiment"], row["variant"])
     assert "PPO did not improve beyond its interval" in sections(report_of(imitation))[1]
-    assert "at this budget RL has not learned" in sections(report_of(imitation))[0]
+    assert "at this budget PPO has not learned" in sections(report_of(imitation))[0]
 
 
 def test_the_report_states_its_interval_method(all_results):
