@@ -6,12 +6,13 @@ episode in progress continues where it was), the ``VecNormalize`` statistics, th
 states and the run's own counters (the evaluation curve so far, episodes, wall time). Taken only between two
 rollouts, after an update, so no half-filled rollout buffer needs saving.
 
-What is bit-identical after a resume (CPU, the same versions; on CUDA the random states are restored too, but
-CUDA kernels are not bit-deterministic, so a resumed GPU run is a faithful continuation, not an identical one): with ``vec_env="dummy"`` everything - the
+What is bit-identical after a resume (CPU, the same versions): with ``vec_env="dummy"`` everything - the
 remaining updates, every later evaluation, the final model and results.json's numbers (wall times aside).
 With ``vec_env="subproc"`` the envs live in other processes and cannot be saved: the resumed run resets them
 (seeded ``seed + steps so far``), so the episodes in progress at the checkpoint are lost and later numbers
-differ from an uninterrupted run's; results.json lists each resume and whether it was exact.
+differ from an uninterrupted run's; results.json lists each resume and whether it was exact. On CUDA the random
+states are restored too, but CUDA kernels are not bit-deterministic: a resumed GPU run continues faithfully, not
+identically, and is recorded as not exact.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@
   rule behaviour cloning is (``supervised.babyai_bc.evaluate_policy``).
 
 Sampled actions come from a generator of the evaluation's own (discrete actions: the policy's logits;
-otherwise SB3's ``predict`` inside a torch random stream of its own, on the CPU and the GPU), so an evaluation never changes the global
-random state and so never changes how training continues. A ``VecNormalize``-d agent sees its observations
+otherwise SB3's ``predict`` inside a torch random stream of its own, CPU and GPU), so an evaluation never
+changes the global random state and so never changes how training continues. A ``VecNormalize``-d agent sees its observations
 normalised with the training statistics of the moment.
 """
 from __future__ import annotations

@@ -256,7 +256,8 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
             f"on the first {', '.join(f'{n:,}' for n in budget['demo_counts'])} bot demonstrations, batch 256, "
             f"{budget['bc_epochs']:g} passes over the demonstrations but at least {budget['bc_steps']:,} optimizer "
             f"steps; PPO for {budget['rl_steps']:,} environment steps, evaluated at step 0 and every "
-            f"{budget['eval_every']:,}, readout {readout}{memory_note(budget)}; success rates over {budget['eval_episodes']} fresh episodes "
+            f"{budget['eval_every']:,}, readout {readout}{memory_note(budget)}; success rates over "
+            f"{budget['eval_episodes']} fresh episodes "
             f"with {sampling}; seeds {', '.join(map(str, results['seeds']))}.")
     if mode == "quick":
         full = ImitationBudget().resolve(True)

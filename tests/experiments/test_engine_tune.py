@@ -38,7 +38,8 @@ def test_each_optimizer_gets_the_same_search_and_its_best_rate_runs_over_the_see
     table = report.split("### Tuned learning rates")[1].split("###")[0]
     for paradigm in ("supervised", "ppo"):
         best = tuning["best"][f"{paradigm}-sgd"]
-        line = next(line for line in table.splitlines() if line.startswith("| sgd |") and f"| {best['lr']:.3g} |" in line)
+        line = next(line for line in table.splitlines()
+                    if line.startswith("| sgd |") and f"| {best['lr']:.3g} |" in line)
         for variant in (f"{paradigm}-sgd", f"{paradigm}-sgd-tuned"):
             assert f"{summary[('final test accuracy', variant)]['mean']:.3f}" in line
         assert f"{best[METRIC]:.3f} (2 trials)" in line

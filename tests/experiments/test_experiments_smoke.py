@@ -218,7 +218,8 @@ def test_memory_ppo_flops_count_its_memory_full():
     from experiments.rl_runs import policy_flops
 
     def flops(memory_length: int) -> int:
-        config = AgentConfig("lab/CartPoleNoVel-v1", "memory-ppo", n_envs=1, algo_kwargs=dict(n_steps=32, batch_size=32),
+        config = AgentConfig("lab/CartPoleNoVel-v1", "memory-ppo", n_envs=1,
+                             algo_kwargs=dict(n_steps=32, batch_size=32),
                              policy_kwargs=dict(memory_kwargs=dict(memory_length=memory_length, d_model=16,
                                                                    num_heads=2, dim_feedforward=32)))
         model = make_agent(config, seed=0)
