@@ -23,9 +23,9 @@ from typing import Any
 
 from agents.config import AgentConfig
 from agents.presets import PRESETS
-from experiments.analysis.imitation import RL_NAMES
 from envs.babyai import PAPER_99, PAPER_TARGET
 from envs.registration import BABYAI_LEVELS
+from experiments.analysis.imitation import RL_NAMES
 from experiments.baselines import untrained_bc_job
 from experiments.bc import collect, train_bc
 from experiments.digits import SUPERVISED_GPU_SHARE
