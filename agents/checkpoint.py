@@ -70,8 +70,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as error:  # noqa: BLE001 - truncated or garbage files fail in many ways inside pickle
+        reason = " ".join(str(error).split())  # one line: some of pickle's messages span two
         raise DamagedCheckpointError(f"{path} is damaged and cannot be resumed from ({type(error).__name__}: "
-                                     f"{error}); start the run again") from None
+                                     f"{reason}); start the run again") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DamagedCheckpointError(f"{path} is not a resume checkpoint of this version of the lab")
     missing = sorted({"model", "env", "vecnormalize", "memory", "rng", "run"} - set(payload))

@@ -138,3 +138,14 @@ def test_a_missing_run_or_resume_with_other_options_exits_2(argv, match, checkpo
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == before and not (tmp_path / "no-such-run").exists()
+
+
+def test_a_damaged_checkpoint_is_named_in_one_line_whatever_pickle_says(tmp_path):
+    # pickle's "persistent id" error spans two lines; which error a truncated file gives depends on where it is cut
+    from agents.checkpoint import DamagedCheckpointError, read_checkpoint
+
+    path = tmp_path / CHECKPOINT_FILE
+    path.write_bytes(b"\x80\x04P0\n.")  # protocol 4, then a persistent id: pickle.load has no persistent_load
+    with pytest.raises(DamagedCheckpointError) as error:
+        read_checkpoint(path)
+    assert str(path) in str(error.value) and len(str(error.value).splitlines()) == 1
