@@ -120,8 +120,9 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
     try:
         with Signals(raise_at_once=inline) as signals:
             if inline:
-                engine = {"engine": "this process", "nodes": 1, "cpus": 1, "gpus": _inline_resources().get("GPU", 0)}
-                _run_inline(jobs, out, records, errors, display)
+                resources = _inline_resources()
+                engine = {"engine": "this process", "nodes": 1, "cpus": 1, "gpus": resources.get("GPU", 0)}
+                _run_inline(jobs, out, records, errors, display, resources)
             else:
                 from experiments.cluster import run_on_ray  # Ray is imported only when it is used
 
@@ -276,7 +277,8 @@ def _inline_resources() -> dict[str, int]:
     return {"CPU": 1, "GPU": gpus} if gpus else {"CPU": 1}
 
 
-def _run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display: Display) -> None:
+def _run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display: Display,
+                resources: dict[str, int]) -> None:
     pending = [j for j in jobs if j.id not in records]
     while pending:
         job = next((j for j in pending if ready(j, records, errors) is not False), None)
@@ -300,6 +302,6 @@ def _run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display
             display.finished(job, ok=False)
             continue
         record["run_dir"] = str(out / job.id)
-        record["node"] = {"hostname": socket.gethostname(), "node_id": None, "resources": _inline_resources()}
+        record["node"] = {"hostname": socket.gethostname(), "node_id": None, "resources": resources}
         records[job.id] = finish(job, record, out)
         display.finished(job, ok=True)
