@@ -126,6 +126,7 @@ class AgentRun:
         if self._checkpoint is None and self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise FileExistsError(f"run directory {self.run_dir} already exists and is not empty; runs are never "
                                   "overwritten")
+        self._segment_start = (time.perf_counter(), time.process_time())  # this process's share of the run
         self.model, self._state = self._build()
         try:
             self.evaluator = Evaluator(self.config)
@@ -172,9 +173,10 @@ class AgentRun:
             model = make_agent(config, seed=options.seed, device=options.device, pretrained=self.pretrained,
                                pretrained_head=self.pretrained_head, verbose=options.verbose)
             state = {"curve": [], "last_eval": -1, "eval_seconds": 0.0, "wall_time_s": 0.0, "episodes": 0,
-                     "updates": 0, "resumes": []}
+                     "updates": 0, "resumes": [], "earlier_segments": {"wall_time_s": 0.0, "cpu_time_s": 0.0}}
             return model, state
         state = dict(self._checkpoint["run"])
+        state.setdefault("earlier_segments", {"wall_time_s": 0.0, "cpu_time_s": 0.0})  # older checkpoints: unknown
         steps = state["steps"]
         fresh_envs = functools.partial(make_vec_env, functools.partial(make_env, config.env_id, **config.env_kwargs),
                                        n_envs=config.n_envs, seed=options.seed + steps,
@@ -188,8 +190,17 @@ class AgentRun:
     def save_checkpoint(self, loop: _RunCallback) -> None:
         state = {"config": self.config, "options": self.options, "curve": loop.curve, "last_eval": loop.last_eval,
                  "eval_seconds": loop.eval_seconds, "wall_time_s": loop.wall_time_s, "episodes": loop.lab_tags.episodes,
-                 "updates": loop.updates[0], "resumes": loop.state["resumes"], "steps": self.model.num_timesteps}
+                 "updates": loop.updates[0], "resumes": loop.state["resumes"], "steps": self.model.num_timesteps,
+                 "earlier_segments": self._segments_so_far()}
         save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, state)
+
+    def _segments_so_far(self) -> dict[str, float]:
+        """Wall and CPU seconds of the processes that ran this run up to now (a resumed run's later records add
+        them to their own process's times, so a run's cost does not shrink with each resume)."""
+        wall, cpu = self._segment_start
+        earlier = self._state["earlier_segments"]
+        return {"wall_time_s": earlier["wall_time_s"] + time.perf_counter() - wall,
+                "cpu_time_s": earlier["cpu_time_s"] + time.process_time() - cpu}
 
     def hyperparameters(self, model: BaseAlgorithm) -> dict[str, Any]:
         """The hyperparameter table: the config, the run options and what SB3 resolved."""
@@ -210,7 +221,8 @@ class AgentRun:
             "params": count_parameters(policy), "trainable_params": count_parameters(policy, trainable_only=True),
             "encoder_params": count_parameters(getattr(extractor, "backbone", extractor)),
             "metric": evaluator.metric, "final_metric": final.get(evaluator.metric), "eval_actions": evaluator.actions,
-            "resumes": loop.state["resumes"], "config": config.to_dict(),
+            "resumes": loop.state["resumes"], "earlier_segments": loop.state["earlier_segments"],
+            "config": config.to_dict(),
             "hyperparameters": self.hyperparameters(model),
             **self.extra_record(model),
         }

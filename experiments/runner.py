@@ -132,10 +132,14 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
         raise Interrupted(stop.signum, finished, len(jobs)) from None
     finally:
         display.close()
-    workers_cpu = 0.0 if inline else sum(records[i].get("job_cpu_time_s", 0.0) for i in records if i not in loaded)
+    workers_cpu = 0.0 if inline else sum(_this_invocation_cpu(records[i]) for i in records if i not in loaded)
     own_cpu = time.process_time() - start_cpu
     return Outcome(records, errors, time.perf_counter() - start_wall, own_cpu + workers_cpu, workers_cpu, loaded,
                    engine)
+
+
+def _this_invocation_cpu(record: dict[str, Any]) -> float:
+    return record.get("job_cpu_time_s", 0.0) - record.get("earlier_segments", {}).get("cpu_time_s", 0.0)
 
 
 def check_jobs(jobs: Sequence[Job]) -> None:
@@ -227,8 +231,9 @@ def execute(job: Job, run_dir: Path, deps: dict[str, dict[str, Any]], report: Re
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     record = job.fn(run_dir=run_dir, report=report, deps=deps, **job.kwargs)
     record.setdefault("job", job.id)
-    record["job_wall_time_s"] = time.perf_counter() - start_wall
-    record["job_cpu_time_s"] = time.process_time() - start_cpu
+    earlier = record.get("earlier_segments", {})  # a resumed run: what the processes before this one spent on it
+    record["job_wall_time_s"] = time.perf_counter() - start_wall + earlier.get("wall_time_s", 0.0)
+    record["job_cpu_time_s"] = time.process_time() - start_cpu + earlier.get("cpu_time_s", 0.0)
     return record
 
 

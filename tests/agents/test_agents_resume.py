@@ -83,6 +83,9 @@ def test_sigint_then_sigterm_then_resume_ends_exactly_as_an_uninterrupted_run(tm
 
     expected = main([*ARGV, "--runs-dir", str(tmp_path / "whole")])  # the same seed (1), never interrupted
     assert _comparable(resumed) == _comparable(expected)
+    # the two stopped processes' time is kept for the run's cost (an experiment adds it to its job's times)
+    assert resumed["earlier_segments"]["cpu_time_s"] > 0 and resumed["earlier_segments"]["wall_time_s"] > 0
+    assert expected["earlier_segments"] == {"wall_time_s": 0.0, "cpu_time_s": 0.0}
     assert [p["steps"] for p in resumed["curve"]] == [0, 1024, 2048, 3072, 4096, 5120, 6016]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from experiments.common import format_estimate, markdown_table, mean_curve, summary_row
 from experiments.display import Display, format_eta
-from experiments.runner import INCOMPLETE, MARKER, Job, critical_path_order, mark_incomplete, run_jobs
+from experiments.runner import INCOMPLETE, MARKER, Job, critical_path_order, execute, mark_incomplete, run_jobs
 
 
 def record(run_dir: Path, report, deps, *, value: float, fail: bool = False) -> dict:
@@ -64,6 +64,15 @@ def test_resume_refuses_a_finished_job_whose_arguments_changed(tmp_path):
     run_jobs([Job("e/a/seed1", record, dict(value=1.0))], tmp_path, workers=0, progress=False)
     with pytest.raises(ValueError, match="other settings"):
         run_jobs([Job("e/a/seed1", record, dict(value=5.0))], tmp_path, workers=0, progress=False, resume=True)
+
+
+def resumed_record(run_dir: Path, report, deps) -> dict:
+    return {"earlier_segments": {"wall_time_s": 100.0, "cpu_time_s": 90.0}}  # as agents.run records a resumed run
+
+
+def test_a_resumed_runs_times_include_the_processes_before_this_one(tmp_path):
+    record = execute(Job("e/rl/seed1", resumed_record, resumable=True), tmp_path, {}, lambda *_: None)
+    assert 100.0 <= record["job_wall_time_s"] < 110.0 and 90.0 <= record["job_cpu_time_s"] < 100.0
 
 
 def test_eta_weighs_runs_by_cost_and_counts_partial_progress():
