@@ -143,7 +143,10 @@ def report_text(results: dict[str, Any], module: Any, plot_paths: list[str]) -> 
         f"{results['finished']}",
         f"- all runs of this invocation ({timing['jobs']} jobs of {', '.join(timing['experiments_in_pool'])}, "
         f"{timing['workers']} worker processes, one torch thread each): wall time "
-        f"{format_seconds(timing['wall_time_s'])}, CPU time {format_seconds(timing['cpu_time_s'])}",
+        f"{format_seconds(timing['wall_time_s'])}, CPU time {format_seconds(timing['cpu_time_s'])}"
+        + (f"; resumed (`--resume`): {timing['resumed_jobs']} of the {timing['jobs']} jobs had finished in an "
+           "earlier invocation and were loaded, not counted in these times (a resumed RL run's own times in the "
+           "tables include the processes before its resume)" if timing.get("resumed_jobs") else ""),
         f"- machine: {results['machine']['cpus']} CPUs, torch {results['machine']['torch']}, load average at the "
         f"end {', '.join(f'{x:.2f}' for x in results['machine']['load_average'] or [])} (other jobs share the "
         "machine: wall times are noisy, CPU times less so)",

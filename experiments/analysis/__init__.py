@@ -64,5 +64,7 @@ def learning_sentence(label: str, start: dict[str, Any], final: dict[str, Any], 
 
 def closing_lines(plot_paths: Sequence[str], limits: Sequence[str]) -> list[str]:
     """The end of every report: links to its plots, then what the budget could not show."""
-    return ["Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths), "",
-            "### What this budget could not show", *[f"- {line}" for line in limits]]
+    plots = ["Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plot_paths)]
+    if not limits:  # no empty heading
+        return plots
+    return [*plots, "", "### What this budget could not show", *[f"- {line}" for line in limits]]

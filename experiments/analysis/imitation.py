@@ -221,6 +221,15 @@ def limits(results: dict[str, Any]) -> list[str]:
     if missing:
         out.append(f"The untrained point of {join(missing)} was not recorded by this run (no `{UNTRAINED_BC}` job), "
                    "so whether they learned is judged against nothing.")
+    smallest = min(budget["demo_counts"])
+    for t in budget["thresholds"]:
+        row = find(summary, f"minimum demonstrations to {t:.0%} success", "bc")
+        at_smallest = [v for v in (row or {}).get("values", []) if v == smallest]
+        if at_smallest:  # a lower bound the budget never tried: the 'minimum' is only an upper bound there
+            per_seed = " / ".join("-" if v is None else f"{v:,.0f}" for v in row["values"])
+            out.append(f"BC on the smallest set tried ({smallest:,} demonstrations) already reached {t:.0%} "
+                       f"success (minimum demonstrations per seed: {per_seed}): where it reads {smallest:,}, the "
+                       f"minimum is at most {smallest:,} (fewer were not tried): the value above is an upper bound.")
     for t in budget["thresholds"]:
         reached = [find(summary, f"minimum demonstrations to {t:.0%} success", "bc"),
                    *(find(summary, f"training episodes to {t:.0%} success", v) for v in RL_NAMES)]

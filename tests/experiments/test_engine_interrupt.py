@@ -92,6 +92,8 @@ def test_an_interrupted_experiment_stops_every_process_and_resumes_to_the_same_n
     assert not list(out.glob(f"digits/*/*/{INCOMPLETE}"))
     results = json.loads((out / "digits" / "results.json").read_text())
     assert results["timing"]["resumed_jobs"] == finished
+    report = (out / "digits" / "report.md").read_text()
+    assert f"resumed (`--resume`): {finished} of the {total} jobs had finished in an earlier invocation" in report
 
 
 def test_a_signal_inside_an_in_process_job_stops_the_experiment_instead_of_failing_that_run(tmp_path, uninterrupted):

@@ -203,3 +203,20 @@ def test_an_older_results_file_is_upgraded_when_rendered(flagship_run, tmp_path)
     fresh = MODULES["digits"].summarize(upgraded["runs"], upgraded["budget"])
     assert json.dumps(upgraded["summary"]) == json.dumps(fresh) and len(fresh) > 3
     assert upgraded["runs"] == results["runs"]
+
+
+def test_a_minimum_at_the_smallest_set_tried_is_called_an_upper_bound():
+    """BC that reaches a threshold with the fewest demonstrations tried has an unknown minimum (at most that set):
+    the report says so, quoting the row; a report with nothing to flag has no empty 'could not show' heading."""
+    from experiments.analysis import closing_lines
+    from experiments.analysis.imitation import limits
+
+    budget = {"demo_counts": [1000, 4000], "thresholds": [0.99], "rl_steps": 1000}
+    row = {"quantity": "minimum demonstrations to 99% success", "variant": "bc", "values": [1000.0, 4000.0],
+           "n": 2, "n_total": 2}
+    episodes = {"quantity": "training episodes to 99% success", "variant": "ppo", "values": [500.0], "n": 1,
+                "n_total": 1}
+    [line] = limits({"summary": [row, episodes], "budget": budget})
+    assert "at most 1,000" in line and "1,000 / 4,000" in line
+    assert limits({"summary": [{**row, "values": [4000.0, 4000.0]}, episodes], "budget": budget}) == []
+    assert LIMITS not in "\n".join(closing_lines(["plots/a.png"], []))
