@@ -176,7 +176,7 @@ class AgentRun:
                      "updates": 0, "resumes": [], "earlier_segments": {"wall_time_s": 0.0, "cpu_time_s": 0.0}}
             return model, state
         state = dict(self._checkpoint["run"])
-        state.setdefault("earlier_segments", {"wall_time_s": 0.0, "cpu_time_s": 0.0})  # older checkpoints: unknown
+        state.setdefault("earlier_segments", {"wall_time_s": 0.0, "cpu_time_s": 0.0})  # older checkpoints kept none: 0
         steps = state["steps"]
         fresh_envs = functools.partial(make_vec_env, functools.partial(make_env, config.env_id, **config.env_kwargs),
                                        n_envs=config.n_envs, seed=options.seed + steps,

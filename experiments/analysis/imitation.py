@@ -225,7 +225,7 @@ def limits(results: dict[str, Any]) -> list[str]:
     for t in budget["thresholds"]:
         row = find(summary, f"minimum demonstrations to {t:.0%} success", "bc")
         at_smallest = [v for v in (row or {}).get("values", []) if v == smallest]
-        if at_smallest:  # a lower bound the budget never tried: the 'minimum' is only an upper bound there
+        if at_smallest:  # fewer demonstrations were never tried: that 'minimum' is an upper bound
             per_seed = " / ".join("-" if v is None else f"{v:,.0f}" for v in row["values"])
             out.append(f"BC on the smallest set tried ({smallest:,} demonstrations) already reached {t:.0%} "
                        f"success (minimum demonstrations per seed: {per_seed}): where it reads {smallest:,}, the "
