@@ -128,6 +128,8 @@ class AgentRun:
                                   "overwritten")
         self._segment_start = (time.perf_counter(), time.process_time())  # this process's share of the run
         self.model, self._state = self._build()
+        # a fresh run, or a checkpoint older than this field: no earlier process to count
+        self._state.setdefault("earlier_segments", {"wall_time_s": 0.0, "cpu_time_s": 0.0})
         try:
             self.evaluator = Evaluator(self.config)
         except BaseException:
@@ -173,10 +175,9 @@ class AgentRun:
             model = make_agent(config, seed=options.seed, device=options.device, pretrained=self.pretrained,
                                pretrained_head=self.pretrained_head, verbose=options.verbose)
             state = {"curve": [], "last_eval": -1, "eval_seconds": 0.0, "wall_time_s": 0.0, "episodes": 0,
-                     "updates": 0, "resumes": [], "earlier_segments": {"wall_time_s": 0.0, "cpu_time_s": 0.0}}
+                     "updates": 0, "resumes": []}
             return model, state
         state = dict(self._checkpoint["run"])
-        state.setdefault("earlier_segments", {"wall_time_s": 0.0, "cpu_time_s": 0.0})  # older checkpoints kept none: 0
         steps = state["steps"]
         fresh_envs = functools.partial(make_vec_env, functools.partial(make_env, config.env_id, **config.env_kwargs),
                                        n_envs=config.n_envs, seed=options.seed + steps,

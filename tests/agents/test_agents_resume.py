@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.checkpoint import CHECKPOINT_FILE
+from agents.checkpoint import CHECKPOINT_FILE, DamagedCheckpointError, read_checkpoint
 from agents.config import AgentConfig
 from agents.run import AgentRun, RunInterrupted, RunOptions
 from agents.train import main
@@ -145,8 +145,6 @@ def test_a_missing_run_or_resume_with_other_options_exits_2(argv, match, checkpo
 
 def test_a_damaged_checkpoint_is_named_in_one_line_whatever_pickle_says(tmp_path):
     # pickle's "persistent id" error spans two lines; which error a truncated file gives depends on where it is cut
-    from agents.checkpoint import DamagedCheckpointError, read_checkpoint
-
     path = tmp_path / CHECKPOINT_FILE
     path.write_bytes(b"\x80\x04P0\n.")  # protocol 4, then a persistent id: pickle.load has no persistent_load
     with pytest.raises(DamagedCheckpointError) as error:
