@@ -1,4 +1,4 @@
-"""The experiments engine (Ray, :mod:`experiments.runner`): its overhead against the process pool it replaced, and
+"""The experiments engine (Ray, :mod:`experiments.engine`): its overhead against the process pool it replaced, and
 its speedup with more CPUs (issue 10's targets: at most +10 s on the flagship quick mode; >= 1.8x for
 ``experiments digits`` with 2 CPUs instead of 1).
 
@@ -77,12 +77,12 @@ def measure(name: str, flagship_args: list[str], digits_args: list[str]) -> dict
     import torch
 
     from experiments.cli import parse_args, plan
-    from experiments.runner import run_jobs
+    from experiments.engine import run_jobs
 
     torch.set_num_threads(1)
     experiment = "flagship" if name.startswith("flagship") else "digits"
     args = parse_args([experiment, *(flagship_args if experiment == "flagship" else digits_args)])
-    jobs = [job for p in plan(args, experiment) for job in p.module.jobs(p.budget, p.seeds, exp=p.name)]
+    jobs = [job for p in plan(args, experiment) for job in p.experiment.jobs(p.budget, p.seeds, p.name)]
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         out = Path(tmp) / "runs"
         start = time.perf_counter()

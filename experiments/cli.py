@@ -12,7 +12,7 @@
 Every run writes TensorBoard events to ``OUT/<experiment>/<variant>/seed<N>`` (shared ``lab.tags``, x-axis =
 samples or environment steps), and ``OUT/<experiment>/`` gets ``results.json``, ``runs.csv``, ``summary.csv``,
 ``plots/*.png`` and ``report.md`` (OUT defaults to ``runs/experiments``). Runs are Ray tasks
-(:mod:`experiments.runner`): a local instance with ``--workers`` CPUs, or the cluster at ``--address``; every
+(:mod:`experiments.engine`): a local instance with ``--workers`` CPUs, or the cluster at ``--address``; every
 run's files end up under OUT whichever node ran it. An ``OUT/<experiment>`` that already holds files is
 refused (nothing is overwritten) unless ``--resume`` continues the interrupted run there: finished runs are
 kept, the others run again. SIGINT / SIGTERM stop every worker and print the command that resumes. Exit
@@ -31,13 +31,22 @@ from typing import Annotated, Union
 
 import tyro
 
-from experiments import digits, finetune, imitation, optimizers, tuning
-from experiments.common import FULL_SEEDS, QUICK_SEEDS, seed_list
-from experiments.pipeline import OutputExistsError, Planned, check_output_free, print_closing, render, run
-from experiments.runner import Interrupted, ResumeMismatchError, cpu_seconds
+from experiments.digits.plan import DigitsBudget
+from experiments.engine import Interrupted, ResumeMismatchError, cpu_seconds
+from experiments.finetune.plan import FinetuneBudget
+from experiments.imitation.plan import ImitationBudget
+from experiments.optimizers.plan import OptimizersBudget
+from experiments.pipeline import OutputExistsError, Planned, check_output_free, render, run
+from experiments.registry import EXPERIMENTS, FLAGSHIP
+from experiments.report import print_closing
 
-MODULES = {"digits": digits, "imitation": imitation, "optimizers": optimizers, "finetune": finetune}
-FLAGSHIP = ("digits", "imitation")  # the README's main command: experiments 1 and 2 in quick mode
+QUICK_SEEDS = 3  # quick mode: the fewest seeds with a (wide) interval in a few minutes
+FULL_SEEDS = 5  # full mode
+
+
+def seed_list(count: int) -> list[int]:
+    """Seeds 1..count (seed 0 is left out: ``seed<N>`` directories then count from 1)."""
+    return list(range(1, count + 1))
 
 
 @dataclass
@@ -66,7 +75,7 @@ class DigitsCommand(Common):
     """Experiment 1, same data, two signals: one separable-conv net on digits, trained with labels
     (cross-entropy) or with rewards only (PPO, A2C on lab/DigitsBandit-v0)."""
 
-    budget: digits.DigitsBudget = field(default_factory=digits.DigitsBudget)
+    budget: DigitsBudget = field(default_factory=DigitsBudget)
 
 
 @dataclass
@@ -74,7 +83,7 @@ class ImitationCommand(Common):
     """Experiment 2, imitation vs RL on BabyAI (GoToRedBallGrey quick, GoToRedBall full): behaviour cloning
     from the bot's demonstrations vs PPO, the same fusion encoder, next to the BabyAI paper's table."""
 
-    budget: imitation.ImitationBudget = field(default_factory=imitation.ImitationBudget)
+    budget: ImitationBudget = field(default_factory=ImitationBudget)
 
 
 @dataclass
@@ -82,10 +91,11 @@ class OptimizersCommand(Common):
     """Experiment 3, the optimizers of lab.optim in both paradigms: supervised digits and PPO on the digits
     bandit (the same net), final test accuracy and samples / wall time to a threshold."""
 
-    budget: optimizers.OptimizersBudget = field(default_factory=optimizers.OptimizersBudget)
+    budget: OptimizersBudget = field(default_factory=OptimizersBudget)
     tune_trials: int = 0
     """tune each optimizer's learning rate first (Ray Tune, this many trials per optimizer and paradigm, on the
-    validation split; experiments.tuning), then run the tuned rates over the seeds beside the default ones"""
+    validation split; experiments.optimizers.tuning), then run the tuned rates over the seeds beside the default
+    ones"""
 
 
 @dataclass
@@ -93,7 +103,7 @@ class FinetuneCommand(Common):
     """Experiment 4, fine-tuning across paradigms: pretrain the fusion encoder by behaviour cloning, then PPO
     with the encoder frozen / top layer / discriminative rates / full, against PPO from scratch."""
 
-    budget: finetune.FinetuneBudget = field(default_factory=finetune.FinetuneBudget)
+    budget: FinetuneBudget = field(default_factory=FinetuneBudget)
 
 
 @dataclass
@@ -101,8 +111,8 @@ class FlagshipCommand(Common):
     """Experiments 1 and 2 (digits: labels vs rewards; BabyAI: imitation vs RL) in one pool of workers, one
     report each. Quick mode fits in about 3.5 minutes of compute on 2 cores."""
 
-    digits: digits.DigitsBudget = field(default_factory=digits.DigitsBudget)
-    imitation: imitation.ImitationBudget = field(default_factory=imitation.ImitationBudget)
+    digits: DigitsBudget = field(default_factory=DigitsBudget)
+    imitation: ImitationBudget = field(default_factory=ImitationBudget)
 
 
 @dataclass
@@ -113,6 +123,7 @@ class ReportCommand:
     """an experiment directory, e.g. runs/experiments/digits"""
 
 
+# One command per experiment of experiments.registry, plus the flagship (two at once) and report.
 COMMANDS = {"digits": DigitsCommand, "imitation": ImitationCommand, "optimizers": OptimizersCommand,
             "finetune": FinetuneCommand, "flagship": FlagshipCommand, "report": ReportCommand}
 
@@ -158,16 +169,18 @@ def plan(args: Common, name: str) -> list[Planned]:
         raise ValueError(f"--workers must be >= 0 (0: run in this process), got {args.workers}")
     if args.address is not None and not args.address.strip():
         raise ValueError("--address must be 'auto' or HOST:PORT of a running Ray cluster")
-    tuning.check_trials(getattr(args, "tune_trials", 0))
     seeds = seed_list(args.seeds or (FULL_SEEDS if args.full else QUICK_SEEDS))
     mode = "full" if args.full else "quick"
-    names = FLAGSHIP if name == "flagship" else (name,)
+    own = {f.name for f in fields(Common)} | {"budget", *FLAGSHIP}
+    options = {f.name: getattr(args, f.name) for f in fields(args) if f.name not in own}  # e.g. --tune-trials
     planned = []
-    for n in names:
-        budget = getattr(args, n) if name == "flagship" else args.budget
-        budget = budget.resolve(args.full)
+    for n in FLAGSHIP if name == "flagship" else (name,):
+        experiment = EXPERIMENTS[n]
+        budget = (getattr(args, n) if name == "flagship" else args.budget).resolve(args.full)
         budget.check()
-        planned.append(Planned(n, MODULES[n], budget, seeds, mode, tune_trials=getattr(args, "tune_trials", 0)))
+        if experiment.extra is not None:
+            experiment.extra.check(options)
+        planned.append(Planned(experiment, budget, seeds, mode, options))
     return planned
 
 
@@ -177,11 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, ReportCommand):
         directory = Path(args.directory)
         name = directory.name
-        if name not in MODULES or not (directory / "results.json").is_file():
+        if name not in EXPERIMENTS or not (directory / "results.json").is_file():
             print(f"error: {directory} is not an experiment directory with results.json (its name must be one of "
-                  f"{', '.join(MODULES)})", file=sys.stderr)
+                  f"{', '.join(EXPERIMENTS)})", file=sys.stderr)
             return 2
-        results = render(directory, MODULES[name])
+        results = render(directory, EXPERIMENTS[name])
         print(f"report: {results['report']}")
         return 0
     name = next(n for n, cls in COMMANDS.items() if type(args) is cls)
@@ -208,5 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     wall = time.perf_counter() - start_wall
     cpu = cpu_seconds() - start_cpu + all_results[0]["timing"]["worker_cpu_time_s"]  # Ray's workers are not children
-    print_closing(all_results, MODULES, Path(args.out), wall, cpu)
+    print_closing(all_results, EXPERIMENTS, Path(args.out), wall, cpu)
     return 1 if any(r["errors"] for r in all_results) else 0

@@ -122,9 +122,15 @@ class _Progress:
 
 class Trainer:
     """Sets up the run directory (new, or the one of the checkpoint resumed) at construction, so config and
-    directory errors come before any data is loaded; :meth:`fit` does the work."""
+    directory errors come before any data is loaded; :meth:`fit` does the work.
 
-    def __init__(self, task: Task) -> None:
+    ``run_dir`` fixes the run directory (it must be empty or absent) instead of ``out_dir/<task>/<run name>``.
+    What a subclass adds to a run goes through public methods: :meth:`on_train_start`, :meth:`on_step` and
+    :meth:`validate` (e.g. the experiments' test-split curve and progress display,
+    ``experiments.runs.supervised``).
+    """
+
+    def __init__(self, task: Task, run_dir: str | Path | None = None) -> None:
         self.task, self.config = task, task.config.train
         self.experiment = config_to_dict(task.config)
         try:
@@ -139,17 +145,19 @@ class Trainer:
             self._check_resumable(path, self.resumed)
             self.run_dir = path.parent
         else:
-            self.run_dir = self._new_run_dir()
+            self.run_dir = self._new_run_dir(None if run_dir is None else Path(run_dir))
         self.last_checkpoint: Path | None = path if self.resumed else None  # the last good one, for messages
 
-    def _new_run_dir(self) -> Path:
+    def _new_run_dir(self, fixed: Path | None) -> Path:
         c = self.config
-        name = c.run_name or run_name(self.task.name, self.task.run_label(), seed=c.seed)
-        run_dir = Path(c.out_dir) / self.task.name / name
+        if fixed is not None:
+            run_dir, advice = fixed, ""
+        else:
+            name = c.run_name or run_name(self.task.name, self.task.run_label(), seed=c.seed)
+            run_dir = Path(c.out_dir) / self.task.name / name
+            advice = f"; choose another --train.run-name or continue that run with --train.resume {run_dir}"
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise RunDirectoryExistsError(
-                f"run directory {run_dir} already exists and is not empty; choose another --train.run-name "
-                f"or continue that run with --train.resume {run_dir}")
+            raise RunDirectoryExistsError(f"run directory {run_dir} already exists and is not empty{advice}")
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
 
@@ -211,10 +219,18 @@ class Trainer:
     def samples(self) -> int:
         return self.progress.step * self.config.batch_size
 
+    # ------------------------------------------------------------------------------------------------ hooks
+    def on_train_start(self, logger: RunLogger) -> None:
+        """Called once per session before the first step (and before its clock starts)."""
+
+    def on_step(self) -> None:
+        """Called after every optimizer step (``self.progress.step`` counts it)."""
+
     # --------------------------------------------------------------------------------------------- training
     def _train(self, logger: RunLogger) -> None:
         c, p = self.config, self.progress
         train = self.data.train
+        self.on_train_start(logger)
         session_start, clock_offset = time.perf_counter(), p.wall_time_s
         interval_start, order, order_epoch = time.perf_counter(), None, -1
         self.model.train()
@@ -230,6 +246,7 @@ class Trainer:
                     p.window[key] = p.window.get(key, 0.0) + value
                 p.step += 1
                 p.wall_time_s = clock_offset + time.perf_counter() - session_start
+                self.on_step()
                 bar.update(1)
 
                 now = time.perf_counter()
@@ -241,7 +258,7 @@ class Trainer:
                     p.window, interval_start = {}, now
                 last = p.step == self.total_steps
                 evaluate_now = p.step % (c.eval_every or self.steps_per_epoch) == 0 or last
-                improved = self.data.val is not None and evaluate_now and self._validate(logger)
+                improved = self.data.val is not None and evaluate_now and self.validate(logger)
                 if (p.step % c.checkpoint_every == 0 if c.checkpoint_every else evaluate_now) or last:
                     self._save(self.run_dir / LAST)
                 if improved:
@@ -293,8 +310,9 @@ class Trainer:
             f"(epoch {(step - 1) // self.steps_per_epoch + 1}); {state}; {where}. "
             f"Try a lower --train.lr or --train.grad-clip.", step=step, checkpoint=self.last_checkpoint)
 
-    def _validate(self, logger: RunLogger) -> bool:
-        """Evaluate on the val split, log it; True if it is the best val accuracy so far."""
+    def validate(self, logger: RunLogger) -> bool:
+        """Evaluate on the val split, log it; True if it is the best val accuracy so far. A subclass may
+        extend it (call ``super().validate``): the experiments also score the test split here."""
         p = self.progress
         metrics = evaluate(self.model, self.data.val, self.config.eval_batch_size, self.config.amp)
         record = {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"],

@@ -19,9 +19,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from experiments.cluster import scratch_root
-from experiments import runner
-from experiments.runner import MARKER, Job, run_jobs
+from experiments.engine import Job, run_jobs
+from experiments.engine import run as engine_run
+from experiments.engine.markers import MARKER
+from experiments.engine.ray_runner import scratch_root
 from lab.io import atomic_write_text, write_json
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import the tests
@@ -136,12 +137,12 @@ def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(cluster, tm
 
     updates = []  # what reached the driver's display from report(done, total) in the worker
 
-    class Recording(runner.Display):
+    class Recording(engine_run.Display):
         def update(self, job_id: str, done: float, total: float) -> None:
             updates.append((job_id, done, total))
             super().update(job_id, done, total)
 
-    monkeypatch.setattr(runner, "Display", Recording)
+    monkeypatch.setattr(engine_run, "Display", Recording)
     killer = threading.Thread(target=kill_once)
     killer.start()
     outcome = run_jobs([slow], out, address=cluster.address, progress=False)
@@ -159,7 +160,7 @@ def test_real_jobs_pass_their_files_between_nodes(cluster, tmp_path):
     demos travel there), PPO fine-tuning on the head starts from the cloned policy (its files travel back)."""
     from dataclasses import replace
 
-    from experiments import finetune
+    from experiments.finetune import plan as finetune
 
     budget = finetune.FinetuneBudget(pretrain_demos=8, bc_steps=4, rl_steps=256, eval_every=128, eval_episodes=4,
                                      strategies=("frozen", "scratch")).resolve(full=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import main
-from experiments.runner import INCOMPLETE, MARKER
+from experiments.engine.markers import INCOMPLETE, MARKER
 
 DIGITS = ["digits", "--seeds", "2", "--no-progress", "--budget.samples", "1024", "--budget.eval-every", "512",
           "--budget.channels", "8", "16", "--budget.strides", "1", "2"]

@@ -6,7 +6,7 @@ import json
 import math
 
 from experiments.cli import main
-from experiments.tuning import LOG10_RANGE, METRIC, TUNING_JSON
+from experiments.optimizers.tuning import LOG10_RANGE, METRIC, TUNING_JSON
 from lab.optim import get_optimizer_info
 
 

@@ -1,8 +1,8 @@
 """A run depends on its seed only: the same job twice gives the same curve (wall times aside)."""
 from __future__ import annotations
 
-from experiments import digits
-from experiments.runner import run_jobs
+from experiments.digits import plan as digits
+from experiments.engine import run_jobs
 
 
 def test_the_same_seed_gives_the_same_runs_and_another_seed_does_not(tmp_path):

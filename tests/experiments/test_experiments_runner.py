@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments.common import format_estimate, markdown_table, mean_curve, summary_row
-from experiments.display import Display, format_eta
-from experiments.runner import INCOMPLETE, MARKER, Job, critical_path_order, execute, mark_incomplete, run_jobs
+from experiments.engine import Job, run_jobs
+from experiments.engine.display import Display, format_eta
+from experiments.engine.jobs import critical_path_order, execute
+from experiments.engine.markers import INCOMPLETE, MARKER, mark_incomplete
+from experiments.summary import format_estimate, markdown_table, summary_row
 
 
 def record(run_dir: Path, report, deps, *, value: float, fail: bool = False) -> dict:
@@ -106,11 +108,3 @@ def test_summary_rows_format_and_tables():
     assert table.splitlines()[0] == "| quantity | PPO | a2c | published reference (not measured here) |"
     assert "paper: 0.7" in table.splitlines()[2]
 
-
-def test_mean_curve_aligns_seeds():
-    same = [[{"x": 0, "y": 0.0}, {"x": 10, "y": 1.0}], [{"x": 0, "y": 0.5}, {"x": 10, "y": 1.0}]]
-    curve = mean_curve(same, "x", "y")
-    assert curve["x"] == [0, 10] and curve["mean"] == [0.25, 1.0]
-    shifted = [[{"x": 0, "y": 0.0}, {"x": 10, "y": 1.0}], [{"x": 0, "y": 0.0}, {"x": 20, "y": 1.0}]]
-    curve = mean_curve(shifted, "x", "y", points=3)
-    assert curve["x"] == [0, 5, 10] and curve["mean"] == pytest.approx([0.0, 0.375, 0.75])

@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.cli import main
-from experiments.common import format_cell, format_estimate, not_improved
+from experiments.summary import format_cell, format_estimate, not_improved
 from lab import tags
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -174,17 +174,18 @@ def test_finetune_experiment_starts_from_the_cloned_policy(tmp_path):
 
 
 def test_closing_summary_shows_the_headline_rows_and_the_published_column(flagship_run, capsys, monkeypatch):
-    from experiments.cli import MODULES
-    from experiments.pipeline import print_closing, render
+    from experiments.pipeline import render
+    from experiments.registry import EXPERIMENTS
+    from experiments.report import print_closing
 
     monkeypatch.setenv("COLUMNS", "250")  # wide enough that no cell wraps, so cells can be searched whole
-    all_results = [render(flagship_run / name, MODULES[name]) for name in ("digits", "imitation")]
-    print_closing(all_results, MODULES, flagship_run, wall=1.0, cpu=2.0)
+    all_results = [render(flagship_run / name, EXPERIMENTS[name]) for name in ("digits", "imitation")]
+    print_closing(all_results, EXPERIMENTS, flagship_run, wall=1.0, cpu=2.0)
     printed = capsys.readouterr().out
     assert "published (not measured here)" in printed and "8,430-12,400" in printed
     for results in all_results:
         for row in results["summary"]:
-            if row["quantity"] in MODULES[results["experiment"]].HEADLINE:
+            if row["quantity"] in EXPERIMENTS[results["experiment"]].analysis.HEADLINE:
                 assert format_estimate(row) in printed
             if row["quantity"].startswith("untrained (step 0) ") and row["n"]:  # next to each final value
                 assert format_estimate(row) in printed
@@ -215,7 +216,7 @@ def test_memory_ppo_flops_count_its_memory_full():
     from agents.config import AgentConfig
     from agents.factory import make_agent
     from envs.make import first_observation
-    from experiments.rl_runs import policy_flops
+    from experiments.runs.rl import policy_flops
 
     def flops(memory_length: int) -> int:
         config = AgentConfig("lab/CartPoleNoVel-v1", "memory-ppo", n_envs=1,

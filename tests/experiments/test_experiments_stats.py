@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from experiments.common import (
-    CHANGE, RATE, UNTRAINED, aggregate_row, first_crossing, format_cell, format_estimate, learning_rows, not_improved,
-    summary_row,
+from experiments.curves import first_crossing
+from experiments.summary import (
+    CHANGE, RATE, UNTRAINED, aggregate_row, format_cell, format_estimate, learning_rows, not_improved, summary_row,
 )
 from experiments.stats import estimate, improved, iqm, stratified_bootstrap, t_interval
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from experiments.cli import MODULES
+from experiments.registry import EXPERIMENTS
 
 
 @pytest.mark.parametrize("experiment", ["digits", "imitation"])
 def test_a_report_renders_without_any_one_variant(flagship_run, experiment, tmp_path):
-    module = MODULES[experiment]
+    module = EXPERIMENTS[experiment].analysis
     results = json.loads((flagship_run / experiment / "results.json").read_text())
     variants = sorted({run["variant"] for run in results["runs"]})
     assert len(variants) >= 3

@@ -4,7 +4,6 @@ Every variant has its untrained (step 0) point, and a variant that did not impro
 fixture's budget is deliberately tiny: PPO on BabyAI does not move in 256 steps)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,8 +11,11 @@ from typing import Any
 
 import pytest
 
-from experiments.cli import MODULES, main
-from experiments.common import CHANGE, format_cell, format_seconds, not_improved
+from envs.babyai import PAPER_99
+from experiments.cli import main
+from experiments.registry import EXPERIMENTS
+from experiments.report import format_seconds
+from experiments.summary import CHANGE, format_cell, not_improved
 
 NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
 TAKEAWAY = "**Takeaway.** "
@@ -51,15 +53,11 @@ def leaf_texts(value: Any) -> list[str]:
 
 
 def allowed(results: dict[str, Any]) -> set[str]:
-    """The numbers (as printed) that results.json holds, plus the code's references the reports cite (the
-    full-mode budget of the experiment and the BabyAI paper's table)."""
-    from experiments import digits, finetune, imitation, optimizers
-
-    full = {"digits": digits.DigitsBudget, "imitation": imitation.ImitationBudget,
-            "optimizers": optimizers.OptimizersBudget, "finetune": finetune.FinetuneBudget}[results["experiment"]]
+    """The numbers (as printed) that results.json holds (its summary rows, budget, the full mode's budget and
+    the experiment's settings), plus the published table the reports cite (the BabyAI paper's)."""
     texts = [t for row in results["summary"] for t in row_texts(row)]
     texts += leaf_texts([results["budget"], results["seeds"], results["machine"]["load_average"],
-                         json.loads(json.dumps(dataclasses.asdict(full().resolve(True)))), imitation.PAPER])
+                         results["full_budget"], results["settings"], PAPER_99])
     return {tok for text in texts for tok in tokens(text)}
 
 
@@ -200,7 +198,7 @@ def test_an_older_results_file_is_upgraded_when_rendered(flagship_run, tmp_path)
     (exp_dir / "results.json").write_text(json.dumps(results))
     assert main(["report", str(exp_dir)]) == 0
     upgraded = json.loads((exp_dir / "results.json").read_text())
-    fresh = MODULES["digits"].summarize(upgraded["runs"], upgraded["budget"])
+    fresh = EXPERIMENTS["digits"].analysis.summarize(upgraded["runs"], upgraded["budget"])
     assert json.dumps(upgraded["summary"]) == json.dumps(fresh) and len(fresh) > 3
     assert upgraded["runs"] == results["runs"]
 
@@ -208,8 +206,8 @@ def test_an_older_results_file_is_upgraded_when_rendered(flagship_run, tmp_path)
 def test_a_minimum_at_the_smallest_set_tried_is_called_an_upper_bound():
     """BC that reaches a threshold with the fewest demonstrations tried has an unknown minimum (at most that set):
     the report says so, quoting the row; a report with nothing to flag has no empty 'could not show' heading."""
-    from experiments.analysis import closing_lines
-    from experiments.analysis.imitation import limits
+    from experiments.imitation.analysis import limits
+    from experiments.report import closing_lines
 
     budget = {"demo_counts": [1000, 4000], "thresholds": [0.99], "rl_steps": 1000}
     row = {"quantity": "minimum demonstrations to 99% success", "variant": "bc", "values": [1000.0, 4000.0],

@@ -13,9 +13,9 @@ from matplotlib.lines import Line2D
 from PIL import Image
 
 from experiments import plots
-from experiments.analysis import digits as digits_analysis
-from experiments.analysis import imitation as imitation_analysis
-from experiments.analysis.imitation import bc_curve
+from experiments.digits import analysis as digits_analysis
+from experiments.imitation import analysis as imitation_analysis
+from experiments.imitation.analysis import bc_curve
 
 
 @pytest.fixture(scope="module")

@@ -267,7 +267,7 @@ def test_loss_goes_down_on_real_digits(net_class):
 
 
 def test_count_flops_moves_the_example_to_the_models_device():
-    # A model trained on CUDA is counted with the CPU observation the RL runs use (experiments.bc); the meta
+    # A model trained on CUDA is counted with the CPU observation the RL runs use (experiments.runs.bc); the meta
     # device stands in for another device here, so this runs without a GPU.
     model = nn.Linear(16, 10).to("meta")
     assert count_flops(model, torch.zeros(5, 16)) == 2 * 5 * 16 * 10

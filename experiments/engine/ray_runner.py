@@ -1,4 +1,4 @@
-"""Ray for :mod:`experiments.runner`: start (or join) an instance, run one job as a Ray task, ship run directories.
+"""Jobs as Ray tasks (:func:`experiments.engine.run_jobs` with workers or an address): start (or join) an instance, run one job as a Ray task, ship run directories.
 
 - :func:`connect`: no address starts a local instance on the loopback interface (no dashboard, usage stats
   off, quiet logs); ``"auto"`` or ``"HOST:PORT"`` joins a running cluster.
@@ -29,7 +29,10 @@ from typing import Any
 import ray
 import torch
 
-from experiments.runner import clear, execute, finish
+from experiments.engine.display import Display
+from experiments.engine.jobs import Job, execute, ready
+from experiments.engine.markers import clear, finish
+from experiments.engine.signals import Interrupted, Signals
 
 RETRIES = 2  # a job whose worker died starts again at most this often (from its checkpoint when resumable)
 REPORT_INTERVAL_S = 0.5
@@ -138,7 +141,7 @@ def node_info(cpus: float) -> dict[str, Any]:
 
 
 @ray.remote(max_retries=RETRIES)
-def run_task(job: Any, out_dir: str, driver_node: str, deps: dict[str, dict[str, Any]],
+def run_task(job: Job, out_dir: str, driver_node: str, deps: dict[str, dict[str, Any]],
              dep_blobs: list[tuple[str, Any]], progress: Any) -> tuple[dict[str, Any], bytes | None]:
     """One job in a Ray worker; returns ``(record, None)`` when it wrote in place, ``(record, archive)``
     from another node, or ``({ERROR_KEY: traceback}, None)``. ``dep_blobs`` are ``(dep id, ObjectRef)`` pairs,
@@ -180,12 +183,10 @@ def run_task(job: Any, out_dir: str, driver_node: str, deps: dict[str, dict[str,
     return record, blob
 
 
-def run_on_ray(jobs: list[Any], out: Path, workers: int, address: str | None, records: dict[str, Any],
-               errors: dict[str, str], display: Any, signals: Any) -> dict[str, Any]:
-    """:func:`experiments.runner.run_jobs` on Ray: submit each job once its dependencies finished, collect
+def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, records: dict[str, Any],
+               errors: dict[str, str], display: Display, signals: Signals) -> dict[str, Any]:
+    """:func:`experiments.engine.run_jobs` on Ray: submit each job once its dependencies finished, collect
     records (unpacking archives from other nodes), feed the display; on a caught signal cancel everything."""
-    from experiments.runner import Interrupted, ready
-
     def stop_if(caught: list[int]) -> None:
         if caught:
             raise Interrupted(caught[0], len(records), len(jobs))

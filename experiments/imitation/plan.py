@@ -1,20 +1,5 @@
-"""Experiment 2, *imitation vs RL* on BabyAI: behaviour cloning from the bot vs PPO, the same fusion encoder.
-
-Behaviour cloning is the supervised task ``babyai_bc`` (:mod:`supervised.babyai_bc`): the bot's action at every
-step of its demonstrations is a label. PPO learns from the level's reward alone, with the agents' BabyAI recipe
-(``agents.presets.PRESETS["babyai-gotoredballgrey"]``: 16 envs, lr 5e-4 -> 0, entropy 0.005, MLP heads of 64
-on the CLS + image-cell states, the readout that reached 99% in the RL spike) but with behaviour cloning's
-encoder: the same ``lab.FusionTransformer`` options (width, heads, layers, activation) over the same inputs
-(view, direction, mission and the previous actions). ``--budget.rl-readout cls`` gives PPO exactly the cloned
-policy's architecture instead (CLS state -> linear action head). Both are scored by the success rate on the
-same fresh episodes, never a demonstration's (``supervised.babyai_bc.evaluate_policy``'s seed rule), with
-actions sampled from the policy by default (a greedy policy can loop forever in a partially observed maze).
-
-The BabyAI paper's sample-efficiency table reports the minimum number of demonstrations (imitation) or of
-episodes (RL) to reach 99% success. Here BC is trained on growing prefixes of one demo collection and PPO's
-success is tracked against its training episodes, so both numbers are measured the same way; the paper's
-ranges sit in their own column and on the plot.
-"""
+"""Experiment 2's plan (:mod:`experiments.imitation`): the budget; per seed one RL run per variant, the untrained
+BC policy and behaviour cloning on growing prefixes of one demonstration collection (a job of its own)."""
 from __future__ import annotations
 
 import math
@@ -23,25 +8,19 @@ from typing import Any
 
 from agents.config import AgentConfig
 from agents.presets import PRESETS
-from envs.babyai import PAPER_99, PAPER_TARGET
+from envs.babyai import PAPER_TARGET
 from envs.registration import BABYAI_LEVELS
-from experiments.analysis.imitation import RL_NAMES
-from experiments.baselines import untrained_bc_job
-from experiments.bc import collect, train_bc
-from experiments.digits import SUPERVISED_GPU_SHARE
-from experiments.rl_runs import train_agent
-from experiments.runner import Job
+from experiments.engine.jobs import Job
+from experiments.imitation.variants import RL_NAMES
+from experiments.runs.baselines import untrained_bc_job
+from experiments.runs.bc import collect, train_bc
+from experiments.runs.rl import train_agent
+from experiments.runs.supervised import GPU_SHARE
 from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig, BCEvalConfig, BCModelConfig
 
 LEVELS = BABYAI_LEVELS  # the BabyAI paper's levels registered under lab/
-PAPER = PAPER_99  # the BabyAI paper's demos (IL) / episodes (RL) to 99% success, per level
 TARGET = PAPER_TARGET  # the paper's success threshold
-HEADLINE = ("final success rate", f"minimum demonstrations to {TARGET:.0%} success",
-            f"training episodes to {TARGET:.0%} success")
 READOUTS = ("flat", "cls")
-# RL variants (each one run per seed, the same fusion encoder and observations): the agents' PPO recipe, and
-# MemoryPPO (agents.memory_ppo): the same PPO with a causal transformer over the episode's past step embeddings
-# between the encoder and the heads, so the policy remembers more than the 4 previous actions it sees.
 RL_ALGOS = tuple(RL_NAMES)
 MEMORY_KWARGS = dict(memory_length=64, d_model=64, num_heads=4, num_layers=1, dim_feedforward=128)
 
@@ -181,9 +160,11 @@ def jobs(budget: ImitationBudget, seeds: list[int], exp: str = "imitation") -> l
                            dict(variant=bc_variant(n), seed=seed, config=bc_config(budget, n, seed),
                                 demos_from=demos.id, min_epochs=budget.bc_epochs), deps=(demos.id,),
                            cost=bc_steps_estimate(budget, n) * 256 / 700 + budget.eval_episodes / 30,
-                           gpus=SUPERVISED_GPU_SHARE))
+                           gpus=GPU_SHARE))
     return out
 
 
-# The analysis (summary rows, plots, report, TensorBoard layout) lives in experiments.analysis.imitation.
-from experiments.analysis.imitation import plot, report, summarize, tensorboard_layout  # noqa: E402,F401
+
+def settings(budget: ImitationBudget) -> dict[str, Any]:
+    """What the analysis reads besides the budget (MemoryPPO's memory, for the report's recipe note)."""
+    return {"memory_kwargs": MEMORY_KWARGS}

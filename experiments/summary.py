@@ -1,39 +1,22 @@
-"""What every experiment shares: seeds, summary rows over seeds, curves, the results files and the report tables.
+"""Summary rows: one measured quantity of one variant over seeds, and how reports print them.
 
-A *summary row* is one measured quantity of one variant over seeds: its per-seed values, mean, IQM, 95%
-interval (:mod:`experiments.stats`: Student-t, clipped to the quantity's range), how many seeds produced a
-value (e.g. reached a threshold) and, where one exists, the published reference, kept in its own field. The
-report prints rows exactly as stored in ``results.json``, formatted with the row's own ``fmt`` (with fewer than
-10 seeds every seed's value next to the aggregate), so every number in the report can be traced back.
+A row holds its per-seed values, mean, IQM, 95% interval (:mod:`experiments.stats`: Student-t, clipped to the
+quantity's range), how many seeds produced a value (e.g. reached a threshold) and, where one exists, the
+published reference, kept in its own field. The report prints rows exactly as stored in ``results.json``,
+formatted with the row's own ``fmt`` (with fewer than 10 seeds every seed's value next to the aggregate), so
+every number in the report can be traced back.
 
 Every variant also gets its *untrained* point (step 0) and the paired change from it (:func:`learning_rows`):
 a row flags a variant whose change is not above 0 beyond its interval, i.e. that did not visibly learn.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
-import platform
-import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from experiments.stats import INTERVAL_METHOD, IQM_MIN_VALUES, estimate, improved, iqm, stratified_bootstrap
-from lab.io import atomic_write_text, write_json
 
-QUICK_SEEDS = 3  # quick mode: the fewest seeds with a (wide) interval in a few minutes
-FULL_SEEDS = 5  # full mode
-RESULTS_JSON = "results.json"
-RUNS_CSV = "runs.csv"
-SUMMARY_CSV = "summary.csv"
-REPORT_MD = "report.md"
-PLOTS_DIR = "plots"
 PER_SEED_MAX = 9  # with fewer than 10 seeds a cell shows every seed's value next to the aggregate
 RATE = (0.0, 1.0)  # the range of an accuracy or success rate: its interval is clipped to it
 COUNT = (0.0, None)  # a count or a time is never negative
@@ -41,12 +24,6 @@ UNTRAINED = "untrained (step 0)"  # quantity prefix of the untrained point of a 
 CHANGE = "change from step 0 (final - step 0)"  # quantity prefix of the paired change
 
 
-def seed_list(count: int) -> list[int]:
-    """Seeds 1..count (seed 0 is left out: ``seed<N>`` directories then count from 1)."""
-    return list(range(1, count + 1))
-
-
-# ------------------------------------------------------------------------------------------------ summary rows
 def summary_row(section: str, quantity: str, variant: str, values: Sequence[float | None], fmt: str = "{:.3f}",
                 unit: str = "", reference: str | None = None, note: str = "",
                 bounds: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
@@ -178,84 +155,43 @@ def rows_of(summary: list[dict[str, Any]], section: str) -> list[dict[str, Any]]
     return [row for row in summary if row["section"] == section]
 
 
-def find_row(summary: list[dict[str, Any]], quantity: str, variant: str) -> dict[str, Any]:
-    for row in summary:
-        if row["quantity"] == quantity and row["variant"] == variant:
-            return row
-    raise KeyError(f"no summary row {quantity!r} / {variant!r}")
+def find(summary: list[dict[str, Any]], quantity: str, variant: str) -> dict[str, Any] | None:
+    """The row of ``quantity`` for ``variant``, or None."""
+    return next((r for r in summary if r["quantity"] == quantity and r["variant"] == variant), None)
 
 
-# ------------------------------------------------------------------------------------------------------ curves
-def first_crossing(curve: Sequence[dict[str, Any]], x_key: str, y_key: str, threshold: float) -> float | None:
-    """The first ``x`` at which ``y >= threshold`` (None if never): samples / episodes / seconds to a target."""
-    for point in curve:
-        y = point.get(y_key)
-        if y is not None and y >= threshold:
-            return float(point[x_key])
-    return None
+def value(row: dict[str, Any], unit: bool = True, seeds: bool = True) -> str:
+    """A row's mean as the report prints it (its own format), with its unit and, when some seeds have no
+    value, how many do."""
+    text = row["fmt"].format(row["mean"]) + (f" {row['unit']}" if unit and row["unit"] else "")
+    return text + (f" ({row['n']}/{row['n_total']} seeds)" if seeds and row["n"] < row["n_total"] else "")
 
 
-def mean_curve(curves: Sequence[Sequence[dict[str, Any]]], x_key: str, y_key: str,
-               points: int = 60) -> dict[str, list[float]]:
-    """Mean and 95% bootstrap band over seeds of ``y`` against ``x``, on a grid both ends of which every seed covers.
-
-    Seeds evaluated at the same x (the usual case: evaluation schedules do not depend on the seed) are used as
-    they are; otherwise each seed is interpolated linearly onto a common grid.
-    """
-    curves = [[p for p in c if p.get(y_key) is not None] for c in curves]
-    curves = [c for c in curves if c]
-    if not curves:
-        return {"x": [], "mean": [], "low": [], "high": []}
-    xs = [np.array([p[x_key] for p in c], dtype=float) for c in curves]
-    ys = [np.array([p[y_key] for p in c], dtype=float) for c in curves]
-    if all(len(x) == len(xs[0]) and np.array_equal(x, xs[0]) for x in xs):
-        grid, matrix = xs[0], np.stack(ys)
-    else:
-        low, high = max(x.min() for x in xs), min(x.max() for x in xs)
-        grid = np.linspace(low, high, points) if high > low else np.array([low])
-        matrix = np.stack([np.interp(grid, x, y) for x, y in zip(xs, ys)])
-    estimates = [estimate(list(matrix[:, i])) for i in range(matrix.shape[1])]
-    return {"x": grid.tolist(), "mean": [e.mean for e in estimates], "low": [e.low for e in estimates],
-            "high": [e.high for e in estimates]}
+def ratio_row(quantity: str, variant: str, numerator: dict[str, Any] | None, denominator: dict[str, Any] | None,
+              fmt: str = "{:.1f}") -> list[dict[str, Any]]:
+    """``[row]`` holding numerator mean / denominator mean (section ``ratio``, what the takeaway quotes), or
+    ``[]`` when either has no value. ``ratio_of`` names the two rows."""
+    if not numerator or not denominator or not numerator["n"] or not denominator["n"] or not denominator["mean"]:
+        return []
+    row = summary_row("ratio", quantity, variant, [numerator["mean"] / denominator["mean"]], fmt, unit="x")
+    row["ratio_of"] = [[numerator["quantity"], numerator["variant"]], [denominator["quantity"], denominator["variant"]]]
+    return [row]
 
 
-# ------------------------------------------------------------------------------------------------ results files
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads_per_worker": 1, "load_average": load}
+def change_rows(summary: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
+    """Variant -> its change-from-step-0 row of ``metric``."""
+    return {r["variant"]: r for r in summary if r["quantity"] == f"{CHANGE} {metric}"}
 
 
-def write_results(exp_dir: Path, results: dict[str, Any]) -> None:
-    """``results.json`` (everything), ``runs.csv`` (one row per run) and ``summary.csv`` (one row per quantity)."""
-    write_json(exp_dir / RESULTS_JSON, results)
-    run_fields = ["job", "variant", "seed", "paradigm", "samples", "episodes", "labels_seen", "rewards_seen",
-                  "updates", "train_wall_time_s", "job_wall_time_s", "job_cpu_time_s", "params", "flops",
-                  "final_metric", "run_dir"]
-    atomic_write_text(exp_dir / RUNS_CSV, _csv(run_fields, results["runs"]))
-    summary_fields = ["section", "quantity", "variant", "unit", "mean", "iqm", "ci_low", "ci_high", "n", "n_total",
-                      "values", "reference"]
-    atomic_write_text(exp_dir / SUMMARY_CSV, _csv(summary_fields, results["summary"]))
-
-
-def _csv(fields: list[str], rows: Iterable[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (" ".join("" if v is None else repr(v) for v in row[k]) if isinstance(row.get(k), list)
-                             else row.get(k)) for k in fields})
-    return buffer.getvalue()
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def format_seconds(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+def cost_rows(section: str, variant: str, runs: Sequence[dict[str, Any]],
+              counts: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+    """What a variant's runs cost: one row per ``(quantity, record key)`` count (parameters, updates, ...), then
+    the training wall time and the run's CPU time (evaluations included), the rows every experiment reports."""
+    rows = [summary_row(section, quantity, variant, [r[key] for r in runs], "{:,.0f}", bounds=COUNT)
+            for quantity, key in counts]
+    return rows + [
+        summary_row(section, "training wall time", variant, [r["train_wall_time_s"] for r in runs], "{:.1f}", "s",
+                    bounds=COUNT),
+        summary_row(section, "run CPU time (incl. evaluation)", variant, [r["job_cpu_time_s"] for r in runs],
+                    "{:.1f}", "s", bounds=COUNT),
+    ]

@@ -1,16 +1,5 @@
-"""Experiment 1, *same data, two signals*: one separable-conv net on scikit-learn's digits, trained with labels
-(cross-entropy, supervised task ``digits``) or as a policy on ``lab/DigitsBandit-v0`` (PPO and A2C, reward only).
-
-The same net: the supervised ``DigitsNetConfig`` and the RL ``ConvExtractor`` get one ``ConvNetConfig``
-(channels, strides, kernel, plain stem, norm, activation), so the conv body is identical layer for layer.
-Group norm in both: batch norm computes a different function in SB3's rollout (eval mode) and update (train
-mode) phases. No dropout (the RL extractor has none) and no augmentation (the bandit shows the raw training
-images), so the paradigms differ only in what comes after the body and in the training signal. The RL policy
-adds ``ConvExtractor``'s projection (Linear + ReLU) and a value head; their sizes are in the report.
-
-The same data: the bandit's training episodes draw from the same 1259 training images, and both paradigms are
-scored on the same 359 test images (``lab.data.digits_splits``), deterministically (argmax / greedy action).
-"""
+"""Experiment 1's plan (:mod:`experiments.digits`): the budget, and one supervised run and one run per RL
+algorithm per seed, all on the same conv net and the same data."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -18,19 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import AgentConfig
-from experiments.rl_runs import train_agent
-from experiments.runner import Job
-from experiments.supervised_runs import train_supervised
+from experiments.engine.jobs import Job
+from experiments.runs.rl import train_agent
+from experiments.runs.supervised import GPU_SHARE, train_supervised
 from supervised.digits import DigitsConfig, DigitsDataConfig, DigitsNetConfig
 
 ENV_ID = "lab/DigitsBandit-v0"
 NUM_CLASSES = 10
 BATCH_SIZE = 64  # the supervised digits recipe's batch
 N_ENVS = 16  # parallel bandit envs: the policy acts on batches of 16 images
-# Supervised and BC jobs take this share of a GPU where the cluster has one (device "auto" then picks it, with bf16
-# autocast); RL rollouts stay on CPUs, where SB3's small per-step batches are fastest. Without a GPU: the CPU.
-SUPERVISED_GPU_SHARE = 0.5
-HEADLINE = ("final test accuracy", "samples to 90% test accuracy", "training wall time")  # final summary table
 
 
 @dataclass
@@ -82,7 +67,7 @@ def supervised_job(exp: str, variant: str, seed: int, budget: DigitsBudget, opti
         train = replace(train, optimizer=optimizer, lr=lr)
     config = replace(config, train=train)
     return Job(f"{exp}/{variant}/seed{seed}", train_supervised, dict(config=config, variant=variant, seed=seed),
-               cost=budget.samples / 1500, gpus=SUPERVISED_GPU_SHARE)
+               cost=budget.samples / 1500, gpus=GPU_SHARE)
 
 
 def rl_job(exp: str, variant: str, algo: str, seed: int, budget: DigitsBudget, optimizer: str | None = None,
@@ -118,6 +103,3 @@ def jobs(budget: DigitsBudget, seeds: list[int], exp: str = "digits") -> list[Jo
         out += [rl_job(exp, algo, algo, seed, budget) for algo in budget.algos]
     return out
 
-
-# The analysis (summary rows, plots, report, TensorBoard layout) lives in experiments.analysis.digits.
-from experiments.analysis.digits import plot, report, summarize, tensorboard_layout  # noqa: E402,F401

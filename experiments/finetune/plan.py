@@ -1,32 +1,17 @@
-"""Experiment 4, *fine-tuning strategies across paradigms*: pretrain the fusion policy by behaviour cloning
-(supervised, on the bot's demonstrations), then continue with PPO (reward only) under each of ``agents``'
-strategies, against PPO from scratch.
-
-- ``frozen``: the pretrained encoder stays fixed; the action and value heads train;
-- ``top``: only the top encoder layer group (and the heads) train;
-- ``discriminative``: everything trains, learning rates spread log-evenly from lr / 100 (embeddings) to lr
-  (heads);
-- ``full``: everything trains at one rate;
-- ``scratch``: no pretraining, the same PPO.
-
-The PPO policy has the cloned policy's architecture (behaviour cloning's fusion encoder, CLS state -> linear
-action head, plus a linear value head) and the pretrained action head is loaded too (``load_head``), so every
-fine-tuned policy starts as the cloned one and the curves start at its success rate; the PPO recipe and the
-evaluation episodes are experiment 2's.
-"""
+"""Experiment 4's plan (:mod:`experiments.finetune`): the budget; per seed one behaviour-cloning pretraining, the
+untrained BC policy, and one PPO run per strategy, all with experiment 2's recipe and evaluation."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from agents.finetune import STRATEGIES as KNOWN
-from experiments import imitation
-from experiments.baselines import untrained_bc_job
-from experiments.bc import train_bc
-from experiments.digits import SUPERVISED_GPU_SHARE
-from experiments.runner import Job
+from experiments.engine.jobs import Job
+from experiments.imitation import plan as imitation
+from experiments.runs.baselines import untrained_bc_job
+from experiments.runs.bc import train_bc
+from experiments.runs.supervised import GPU_SHARE
 
 STRATEGIES = ("frozen", "top", "discriminative", "full", "scratch")
-HEADLINE = ("final success rate",)  # the closing table puts each at step 0 next to it
 
 
 @dataclass
@@ -86,7 +71,7 @@ def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> lis
         pretrain = Job(f"{exp}/bc-pretrain/seed{seed}", train_bc,
                        dict(variant="bc-pretrain", seed=seed, demos_from=demos.id,
                             config=imitation.bc_config(base, budget.pretrain_demos, seed)),
-                       deps=(demos.id,), cost=budget.bc_steps * 256 / 700, gpus=SUPERVISED_GPU_SHARE)
+                       deps=(demos.id,), cost=budget.bc_steps * 256 / 700, gpus=GPU_SHARE)
         out.append(pretrain)
         # the BC policy as initialised: the untrained point of the pretraining
         out.append(untrained_bc_job(exp, imitation.bc_config(base, budget.pretrain_demos, seed), seed, demos.id))
@@ -96,6 +81,3 @@ def jobs(budget: FinetuneBudget, seeds: list[int], exp: str = "finetune") -> lis
             out.append(imitation.rl_job(exp, base, seed, "cls", variant=strategy, finetune=strategy, **pretrained))
     return out
 
-
-# The analysis (summary rows, plots, report, TensorBoard layout) lives in experiments.analysis.finetune.
-from experiments.analysis.finetune import plot, report, summarize, tensorboard_layout  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """Experiment 2's analysis (:mod:`experiments.imitation`): summary rows, plots, report and TensorBoard layout.
 
 Behaviour cloning is one run per (demonstration count, seed), scored once after training; its untrained
-point is the BC policy as initialised (``experiments.baselines``, variant ``bc-untrained``, x = 0 demos).
+point is the BC policy as initialised (``experiments.runs.baselines``, variant ``bc-untrained``, x = 0 demos).
 PPO (and, with ``--budget.rl-algos ppo memory-ppo``, MemoryPPO) is one run per seed with a success curve from
 step 0.
 """
@@ -10,28 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import change_rows, closing_lines, find, join, learning_sentence, ratio_row, value
-from experiments.baselines import UNTRAINED_BC
-from experiments.common import (
-    COUNT, RATE, UNTRAINED, first_crossing, learning_rows, markdown_table, not_improved, rows_of, summary_row,
+from envs.babyai import PAPER_99 as PAPER
+from envs.babyai import PAPER_TARGET as TARGET
+from experiments.curves import first_crossing
+from experiments.imitation.variants import RL_NAMES
+from experiments.report import budget_note, closing_lines, join, learning_sentence
+from experiments.runs.baselines import UNTRAINED_BC
+from experiments.summary import (
+    COUNT, RATE, UNTRAINED, change_rows, cost_rows, find, learning_rows, markdown_table, not_improved, ratio_row,
+    rows_of, summary_row, value,
 )
 
 METRIC = "success rate"
+HEADLINE = ("final success rate", f"minimum demonstrations to {TARGET:.0%} success",
+            f"training episodes to {TARGET:.0%} success")
 PAPER_IL = "BabyAI paper: fewest demonstrations to 99% (IL, lower end of its range)"
 PAPER_RL = "BabyAI paper: fewest episodes to 99% (RL, lower end of its range)"
-RL_NAMES = {"ppo": "PPO", "memory-ppo": "MemoryPPO"}  # the RL variants (experiments.imitation.RL_ALGOS)
 
 
 def rl_variants(runs: list[dict[str, Any]]) -> list[str]:
     """The RL variants that have runs, in RL_NAMES order."""
     present = {r["variant"] for r in runs}
     return [v for v in RL_NAMES if v in present]
-
-
-def _paper(level: str) -> dict[str, tuple[int, int]]:
-    from experiments.imitation import PAPER  # the experiment module imports this one: a lazy import
-
-    return PAPER[level]
 
 
 def bc_variants(budget: dict[str, Any]) -> list[str]:
@@ -47,7 +47,7 @@ def bc_curve(runs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
 
 def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
     level = budget["level"]
-    paper = _paper(level)
+    paper = PAPER[level]
     runs = [r for r in runs if r.get("paradigm") in ("imitation", "rl")]
     seeds = sorted({r["seed"] for r in runs})
     rows: list[dict[str, Any]] = []
@@ -80,17 +80,13 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
         add("signal", "environment episodes played", v, [r.get("episodes", 0) if r["paradigm"] == "rl" else 0
                                                           for r in rs], "{:,.0f}")
         add("signal", "reward signals consumed (environment steps)", v, [r["rewards_seen"] for r in rs], "{:,.0f}")
-        add("complexity", "parameters", v, [r["params"] for r in rs], "{:,.0f}")
-        add("complexity", "of which the shared fusion encoder", v, [r["encoder_params"] for r in rs], "{:,.0f}")
-        add("complexity", "FLOPs per forward pass, one observation", v, [r["flops"] for r in rs], "{:,.0f}")
-        add("complexity", "gradient updates", v, [r["updates"] for r in rs], "{:,.0f}")
-        add("complexity", "training wall time", v, [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
-        add("complexity", "run CPU time (incl. evaluation)", v, [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
+        rows += cost_rows("complexity", v, rs, [("parameters", "params"),
+                                                ("of which the shared fusion encoder", "encoder_params"),
+                                                ("FLOPs per forward pass, one observation", "flops"),
+                                                ("gradient updates", "updates")])
     il_ref = f"BabyAI paper, {level}: {paper['il'][0]:,}-{paper['il'][1]:,} demos (IL)"
     rl_ref = f"BabyAI paper, {level}: {paper['rl'][0]:,}-{paper['rl'][1]:,} episodes (RL)"
     bc_seeds = [s for s in seeds if any(r["seed"] == s and r["variant"] in bc_variants(budget) for r in runs)]
-    from experiments.imitation import TARGET
-
     for t in budget["thresholds"]:
         target = t == TARGET
         if bc_seeds:
@@ -117,11 +113,10 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
 # ------------------------------------------------------------------------------------------------------ plots
 def plot(results: dict[str, Any], plot_dir: Path) -> list[Path]:
     from experiments import plots
-    from experiments.imitation import TARGET
 
     budget, runs, summary = results["budget"], results["runs"], results["summary"]
     level, mode = budget["level"], results["mode"]
-    paper = _paper(level)
+    paper = PAPER[level]
     seeds = sorted({r["seed"] for r in runs if r.get("paradigm") == "imitation"})
     hlines = [(t, f"{t:.0%}" + (" (paper's target)" if t == TARGET else "")) for t in budget["thresholds"]]
     fig, (left, right) = plots.figure(2, height=5.6, width_per_panel=7.5)
@@ -241,38 +236,34 @@ def limits(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def memory_note(budget: dict[str, Any]) -> str:
+def memory_note(results: dict[str, Any]) -> str:
     """How MemoryPPO differs from PPO, when the budget runs it."""
-    if "memory-ppo" not in budget.get("rl_algos", ("ppo",)):
+    if "memory-ppo" not in results["budget"].get("rl_algos", ("ppo",)):
         return ""
-    from experiments.imitation import MEMORY_KWARGS
-
-    m = MEMORY_KWARGS
+    m = results["settings"]["memory_kwargs"]
     return (f"; MemoryPPO: the same recipe with a causal transformer over the episode's past step embeddings "
             f"between the encoder and the heads (memory {m['memory_length']} steps, d{m['d_model']}, "
             f"{m['num_heads']} heads, {m['num_layers']} layer; agents.MemoryPPO)")
 
 
 def report(results: dict[str, Any], plot_paths: list[str]) -> str:
-    from experiments.imitation import ImitationBudget
-
-    budget, summary, mode = results["budget"], results["summary"], results["mode"]
+    budget, summary = results["budget"], results["summary"]
     demos = next((r for r in results["runs"] if r.get("paradigm") == "expert"), None)
     sampling = "argmax actions" if budget["greedy"] else "actions sampled from the policy"
     readout = ("CLS + image-cell states -> MLP heads of 64 (the agents' BabyAI recipe)" if budget["rl_readout"] == "flat"
                else "CLS state -> linear heads (the cloned policy's architecture)")
-    note = (f"**{mode.capitalize()}-mode budget**: level {budget['level']}; behaviour cloning (`babyai_bc`'s recipe) "
-            f"on the first {', '.join(f'{n:,}' for n in budget['demo_counts'])} bot demonstrations, batch 256, "
-            f"{budget['bc_epochs']:g} passes over the demonstrations but at least {budget['bc_steps']:,} optimizer "
-            f"steps; PPO for {budget['rl_steps']:,} environment steps, evaluated at step 0 and every "
-            f"{budget['eval_every']:,}, readout {readout}{memory_note(budget)}; success rates over "
-            f"{budget['eval_episodes']} fresh episodes "
-            f"with {sampling}; seeds {', '.join(map(str, results['seeds']))}.")
-    if mode == "quick":
-        full = ImitationBudget().resolve(True)
-        note += (f" Quick mode is orders of magnitude below the paper's budgets and cannot reach 99% success: it "
-                 f"shows the trend. `--full` runs {full.level} with up to {max(full.demo_counts):,} demos and "
-                 f"{full.rl_steps:,} PPO steps per seed.")
+    full = results["full_budget"]
+    note = budget_note(
+        results,
+        f"level {budget['level']}; behaviour cloning (`babyai_bc`'s recipe) on the first "
+        f"{', '.join(f'{n:,}' for n in budget['demo_counts'])} bot demonstrations, batch 256, {budget['bc_epochs']:g} "
+        f"passes over the demonstrations but at least {budget['bc_steps']:,} optimizer steps; PPO for "
+        f"{budget['rl_steps']:,} environment steps, evaluated at step 0 and every {budget['eval_every']:,}, readout "
+        f"{readout}{memory_note(results)}; success rates over {budget['eval_episodes']} fresh episodes with "
+        f"{sampling}; seeds {', '.join(map(str, results['seeds']))}.",
+        "Quick mode is orders of magnitude below the paper's budgets and cannot reach 99% success: it shows the "
+        f"trend. `--full` runs {full['level']} with up to {max(full['demo_counts']):,} demos and "
+        f"{full['rl_steps']:,} PPO steps per seed.")
     if demos:
         note += (f" The bot's demonstrations: {demos['collected']:,} collected in {demos['collect_wall_time_s']:.1f} s"
                  + (f", {demos['reused']:,} reused from `{demos['demos_dir']}`" if demos["reused"] else "") + ".")

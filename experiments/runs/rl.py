@@ -20,7 +20,7 @@ from agents.config import AgentConfig
 from agents.finetune import read_state_dict
 from agents.run import RESULTS_FILE, AgentRun, RunOptions
 from envs.make import first_observation
-from experiments.runner import Report
+from experiments.engine.jobs import Report
 from lab.conv import count_flops
 
 

@@ -22,8 +22,8 @@ import torch
 
 from envs.demos import collect_demos, load_demos, read_manifest
 from envs.make import first_observation
-from experiments.runner import Report
-from experiments.supervised_runs import ExperimentTrainer
+from experiments.engine.jobs import Report
+from experiments.runs.supervised import ExperimentTrainer
 from lab.conv import count_flops
 from lab.io import write_json
 from supervised.babyai_bc import BabyAIBCTask
@@ -44,6 +44,12 @@ def collect(run_dir: Path, report: Report | None, deps: dict[str, Any], *, level
             "collect_cpu_time_s": time.process_time() - cpu}
 
 
+def demos_location(demos: dict[str, Any]) -> str:
+    """Where the demonstrations of a :func:`collect` record are on the node reading it: the engine puts a
+    dependency's artifacts in its (local) ``run_dir``; a ``--budget.demos-dir`` is the user's own path."""
+    return str(demos["run_dir"] if demos.get("demos_in_run_dir") else demos["demos_dir"])
+
+
 def train_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, variant: str, seed: int, config: Any,
              demos_from: str, min_epochs: float = 0.0) -> dict[str, Any]:
     """Behaviour cloning (``babyai_bc``) on the first ``config.data.demos`` demos of the dependency ``demos_from``.
@@ -53,9 +59,7 @@ def train_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, vari
     """
     torch.set_num_threads(1)
     demos = deps[demos_from]
-    # The engine puts a dependency's artifacts in its (local) run_dir; a --budget.demos-dir is the user's own path.
-    demo_dir = demos["run_dir"] if demos.get("demos_in_run_dir") else demos["demos_dir"]
-    data = replace(config.data, demo_dir=str(demo_dir), demo_seed=demos["demo_seed"])
+    data = replace(config.data, demo_dir=demos_location(demos), demo_seed=demos["demo_seed"])
     transitions = load_demos(data.resolved_demo_dir(), max_episodes=data.demos).num_steps
     batch = min(config.train.batch_size, transitions)  # a few demos can hold fewer steps than one batch
     steps = max(config.train.max_steps, math.ceil(min_epochs * transitions / batch))

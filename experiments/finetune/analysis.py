@@ -8,13 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import closing_lines, find, join, learning_sentence, value
-from experiments.baselines import UNTRAINED_BC
-from experiments.common import (
-    COUNT, RATE, UNTRAINED, first_crossing, learning_rows, markdown_table, not_improved, rows_of, summary_row,
+from experiments.curves import first_crossing
+from experiments.report import budget_note, closing_lines, join, learning_sentence
+from experiments.runs.baselines import UNTRAINED_BC
+from experiments.summary import (
+    COUNT, RATE, UNTRAINED, cost_rows, find, learning_rows, markdown_table, not_improved, rows_of, summary_row, value,
 )
 
 METRIC = "success rate"
+HEADLINE = ("final success rate",)  # the closing table puts each at step 0 next to it
 START = "at step 0 (before RL; scratch: untrained)"
 CLONED = "success rate of the cloned policy"
 
@@ -48,11 +50,8 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
         for t in budget["thresholds"]:
             add("outcome", f"training episodes to {t:.0%} success",
                 [first_crossing(r["curve"], "episodes", "success_rate", t) for r in rs], "{:,.0f}")
-        add("cost", "trainable parameters", [r["trainable_params"] for r in rs], "{:,.0f}")
-        add("cost", "parameters", [r["params"] for r in rs], "{:,.0f}")
-        add("cost", "training episodes", [r["episodes"] for r in rs], "{:,.0f}")
-        add("cost", "training wall time", [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
-        add("cost", "run CPU time (incl. evaluation)", [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
+        rows += cost_rows("cost", strategy, rs, [("trainable parameters", "trainable_params"), ("parameters", "params"),
+                                                 ("training episodes", "episodes")])
     return rows
 
 
@@ -113,19 +112,16 @@ def limits(results: dict[str, Any]) -> list[str]:
 
 
 def report(results: dict[str, Any], plot_paths: list[str]) -> str:
-    from experiments.finetune import FinetuneBudget
-
-    budget, summary, mode = results["budget"], results["summary"], results["mode"]
-    note = (f"**{mode.capitalize()}-mode budget**: level {budget['level']}; pretraining = behaviour cloning on "
-            f"{budget['pretrain_demos']:,} bot demonstrations for {budget['bc_steps']:,} steps of batch 256; then "
-            f"PPO for {budget['rl_steps']:,} environment steps per strategy, evaluated at step 0 and every "
-            f"{budget['eval_every']:,} steps on {budget['eval_episodes']} fresh episodes; action head "
-            f"{'loaded from' if budget['load_head'] else 'not loaded from'} the cloned policy; seeds "
-            f"{', '.join(map(str, results['seeds']))}.")
-    if mode == "quick":
-        full = FinetuneBudget().resolve(True)
-        note += (f" Quick-mode budgets show the trend only; `--full` runs {full.level} with {full.pretrain_demos:,} "
-                 f"demos and {full.rl_steps:,} PPO steps.")
+    budget, summary, full = results["budget"], results["summary"], results["full_budget"]
+    note = budget_note(results, f"level {budget['level']}; pretraining = behaviour cloning on "
+                                f"{budget['pretrain_demos']:,} bot demonstrations for {budget['bc_steps']:,} steps of "
+                                f"batch 256; then PPO for {budget['rl_steps']:,} environment steps per strategy, "
+                                f"evaluated at step 0 and every {budget['eval_every']:,} steps on "
+                                f"{budget['eval_episodes']} fresh episodes; action head "
+                                f"{'loaded from' if budget['load_head'] else 'not loaded from'} the cloned policy; "
+                                f"seeds {', '.join(map(str, results['seeds']))}.",
+                       f"Quick-mode budgets show the trend only; `--full` runs {full['level']} with "
+                       f"{full['pretrain_demos']:,} demos and {full['rl_steps']:,} PPO steps.")
     return "\n".join([
         "## Experiment 4: fine-tuning strategies across paradigms (BabyAI)",
         "",

@@ -1,21 +1,16 @@
-"""Experiment 3, *the optimizers in both paradigms*: every optimizer of ``lab.optim`` trains the same digits net
-with labels (supervised task ``digits``) and as a PPO policy on ``lab/DigitsBandit-v0`` (reward only).
-
-Each optimizer uses its registry learning rate (``lab.optim.OPTIMIZERS[name].default_lr``) and the same weight
-decay (5e-4 on matrices and kernels) in both paradigms, so neither side gets tuned rates; everything else is experiment 1's setup (:mod:`experiments.digits`): the
-same conv net, data, PPO settings, evaluation on the same test split.
-"""
+"""Experiment 3's plan (:mod:`experiments.optimizers`): the budget, and per seed and optimizer one supervised run and
+one PPO run of experiment 1's setup at the optimizer's registry learning rate."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from experiments import digits
-from experiments.runner import Job
+from experiments.digits import plan as digits
+from experiments.engine.jobs import Job
+from experiments.optimizers.variants import PARADIGMS
 from lab.optim import get_optimizer_info, optimizer_names
 
-PARADIGMS = ("supervised", "ppo")
 WEIGHT_DECAY = 5e-4  # the supervised digits recipe's, given to PPO too (else AdamW would be Adam there)
-HEADLINE = ("final test accuracy",)
 
 
 @dataclass
@@ -65,5 +60,7 @@ def jobs(budget: OptimizersBudget, seeds: list[int], exp: str = "optimizers") ->
     return out
 
 
-# The analysis (summary rows, plots, report, TensorBoard layout) lives in experiments.analysis.optimizers.
-from experiments.analysis.optimizers import plot, report, summarize, tensorboard_layout  # noqa: E402,F401
+
+def settings(budget: OptimizersBudget) -> dict[str, Any]:
+    """What the analysis reads besides the budget: the weight decay both paradigms use."""
+    return {"weight_decay": WEIGHT_DECAY}

@@ -9,18 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import closing_lines, find, join, learning_sentence, value
-from experiments.analysis.digits import COLUMN_LABELS, VARIANT_LABELS
-from experiments.common import (
-    COUNT, RATE, UNTRAINED, aggregate_row, first_crossing, format_estimate, learning_rows, markdown_table,
-    not_improved, rows_of, summary_row,
+from experiments.curves import first_crossing
+from experiments.digits.analysis import COLUMN_LABELS, VARIANT_LABELS
+from experiments.optimizers.variants import PARADIGMS, TUNED
+from experiments.report import budget_note, closing_lines, join, learning_sentence
+from experiments.summary import (
+    COUNT, RATE, UNTRAINED, aggregate_row, find, format_estimate, learning_rows, markdown_table, not_improved,
+    rows_of, summary_row, value,
 )
 from lab.optim import get_optimizer_info
 
-PARADIGMS = ("supervised", "ppo")
 METRIC = "test accuracy"
+HEADLINE = ("final test accuracy",)
 BOTH = "final test accuracy, both paradigms"
-TUNED = "-tuned"  # variant suffix of the runs at a tuned rate (experiments.tuning)
 
 
 def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
@@ -190,16 +191,12 @@ def tuning_section(results: dict[str, Any]) -> list[str]:
 
 
 def report(results: dict[str, Any], plot_paths: list[str]) -> str:
-    from experiments.optimizers import WEIGHT_DECAY, OptimizersBudget
-
     budget, summary = results["budget"], results["summary"]
     lrs = ", ".join(f"{n} {get_optimizer_info(n).default_lr:g}" for n in budget["optimizers"])
-    mode = results["mode"]
-    note = (f"**{mode.capitalize()}-mode budget**: {budget['samples']:,} samples per run, test accuracy at step 0 and "
-            f"every {budget['eval_every']:,} samples, seeds {', '.join(map(str, results['seeds']))}.")
-    if mode == "quick":
-        full = OptimizersBudget().resolve(True)
-        note += f" The full mode trains {full.samples:,} samples with 5 seeds; quick numbers show the trend only."
+    note = budget_note(results, f"{budget['samples']:,} samples per run, test accuracy at step 0 and every "
+                                f"{budget['eval_every']:,} samples, seeds {', '.join(map(str, results['seeds']))}.",
+                       f"The full mode trains {results['full_budget']['samples']:,} samples with 5 seeds; quick "
+                       "numbers show the trend only.")
     aggregate = rows_of(summary, "aggregate")
     return "\n".join([
         "## Experiment 3: the optimizers in both paradigms (digits, labels vs rewards)",
@@ -208,7 +205,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "",
         "The same separable-conv net as experiment 1, trained with labels (supervised) and as a PPO policy on the "
         f"digits bandit (reward only), once per optimizer, each at its registry learning rate ({lrs}) and weight "
-        f"decay {WEIGHT_DECAY:g} in both paradigms"
+        f"decay {results['settings']['weight_decay']:g} in both paradigms"
         + ("; then again at the rate its search chose (rows 'tuned lr', section 'Tuned learning rates')."
            if results.get("tuning") else "."),
         "",

@@ -1,6 +1,6 @@
-"""Supervised runs for the experiments: ``supervised.fit`` writing into one given run directory, with a test curve.
+"""Supervised runs for the experiments: ``supervised.Trainer`` writing into one given run directory, with a test curve.
 
-:class:`ExperimentTrainer` is the supervised trainer with three additions, all on the experiments side:
+:class:`ExperimentTrainer` is the supervised trainer with three additions, through its public hooks:
 
 - the run directory is exactly the one given (``runs/<experiment>/<variant>/seed<N>``), never an existing one;
 - at step 0 and at every validation it also evaluates the *test* split and logs it under ``lab.tags.ACCURACY``
@@ -17,52 +17,43 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from experiments.runner import Report
+from experiments.engine.jobs import Report
 from supervised.logger import RunLogger
 from supervised.task import Task
 from supervised.train import task_for
-from supervised.trainer import RunDirectoryExistsError, Trainer, evaluate
+from supervised.trainer import Trainer, evaluate
+
+# Supervised and BC jobs take this share of a GPU where the cluster has one (device "auto" then picks it, with bf16
+# autocast); RL rollouts stay on CPUs, where SB3's small per-step batches are fastest. Without a GPU: the CPU.
+GPU_SHARE = 0.5
 
 
 class ExperimentTrainer(Trainer):
     """``supervised.Trainer`` into ``run_dir`` with a test-split curve; see the module docstring."""
 
     def __init__(self, task: Task, run_dir: str | Path, report: Report | None = None, test_curve: bool = True) -> None:
-        self._fixed_run_dir = Path(run_dir)  # read by _new_run_dir, which Trainer.__init__ calls
-        self._report = report
-        self._test_curve = test_curve
+        super().__init__(task, run_dir=run_dir)
+        self.report = report
+        self.test_curve = test_curve
         self.curve: list[dict[str, float]] = []
         self.eval_seconds = 0.0
-        super().__init__(task)
-
-    def _new_run_dir(self) -> Path:
-        run_dir = self._fixed_run_dir
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise RunDirectoryExistsError(f"run directory {run_dir} already exists and is not empty")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
 
     @property
     def train_wall_time_s(self) -> float:
         return self.progress.wall_time_s - self.eval_seconds
 
-    def _train(self, logger: RunLogger) -> None:
-        if self._test_curve:  # the untrained net: every curve starts at samples = 0 (before the clock starts)
+    def on_train_start(self, logger: RunLogger) -> None:
+        if self.test_curve:  # the untrained net: every curve starts at samples = 0 (before the clock starts)
             self._test_point(logger)
-        super()._train(logger)
 
-    def _train_step(self, inputs: Any, targets: Any) -> dict[str, float]:
-        out = super()._train_step(inputs, targets)
-        if self._report is not None:
-            self._report(self.progress.step + 1, self.total_steps)  # the step counter moves after this call
-        return out
+    def on_step(self) -> None:
+        if self.report is not None:
+            self.report(self.progress.step, self.total_steps)
 
-    def _validate(self, logger: RunLogger) -> bool:
+    def validate(self, logger: RunLogger) -> bool:
         start = time.perf_counter()
-        improved = super()._validate(logger)
-        if self._test_curve:
+        improved = super().validate(logger)
+        if self.test_curve:
             self._test_point(logger)
         self.eval_seconds += time.perf_counter() - start
         return improved

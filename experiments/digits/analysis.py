@@ -1,13 +1,16 @@
-"""Experiment 1's analysis (:mod:`experiments.digits`): summary rows, plots, report and TensorBoard layout."""
+"""Experiment 1's analysis (:mod:`experiments.digits`): summary rows, plots, report and TensorBoard layout, from
+``results.json`` alone."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Any
 
-from experiments.analysis import change_rows, closing_lines, find, join, learning_sentence, ratio_row, value
-from experiments.common import (
-    CHANGE, COUNT, RATE, UNTRAINED, first_crossing, learning_rows, markdown_table, not_improved, rows_of, summary_row,
+from experiments.curves import first_crossing
+from experiments.report import budget_note, closing_lines, join, learning_sentence
+from experiments.summary import (
+    CHANGE, COUNT, RATE, UNTRAINED, change_rows, cost_rows, find, learning_rows, markdown_table, not_improved,
+    ratio_row, rows_of, summary_row, value,
 )
 
 NUM_CLASSES = 10
@@ -18,6 +21,7 @@ NAMES = {"supervised": "labels (supervised)", "ppo": "PPO", "a2c": "A2C"}
 BITS_PER_LABEL = math.log2(NUM_CLASSES)  # a label names one of 10 classes: at most log2(10) = 3.32 bits
 BITS_PER_REWARD = 1.0  # a 0/1 reward says right or wrong: at most 1 bit
 METRIC = "test accuracy"
+HEADLINE = ("final test accuracy", "samples to 90% test accuracy", "training wall time")  # final summary table
 DISTINCT = "distinct labelled training images seen (upper bound)"
 
 
@@ -58,11 +62,9 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
         for t in budget["thresholds"]:
             add("signal", f"samples to {t:.0%} {METRIC}",
                 [first_crossing(r["curve"], "samples", "accuracy", t) for r in rs], "{:,.0f}")
-        add("complexity", "parameters (whole model / policy)", [r["params"] for r in rs], "{:,.0f}")
-        add("complexity", "FLOPs per forward pass, one image", [r["flops"] for r in rs], "{:,.0f}")
-        add("complexity", "gradient updates", [r["updates"] for r in rs], "{:,.0f}")
-        add("complexity", "training wall time", [r["train_wall_time_s"] for r in rs], "{:.1f}", "s")
-        add("complexity", "run CPU time (incl. evaluation)", [r["job_cpu_time_s"] for r in rs], "{:.1f}", "s")
+        rows += cost_rows("complexity", v, rs, [("parameters (whole model / policy)", "params"),
+                                                ("FLOPs per forward pass, one image", "flops"),
+                                                ("gradient updates", "updates")])
         for t in budget["thresholds"]:
             add("complexity", f"wall time to {t:.0%} {METRIC}",
                 [first_crossing(r["curve"], "wall_time_s", "accuracy", t) for r in rs], "{:.1f}", "s")
@@ -174,10 +176,8 @@ def takeaway(results: dict[str, Any]) -> str:
 
 def limits(results: dict[str, Any]) -> list[str]:
     """What this budget could not show, one bullet each (computed from the rows)."""
-    from experiments.digits import DigitsBudget
-
     summary, budget, mode = results["summary"], results["budget"], results["mode"]
-    full_samples = DigitsBudget().resolve(True).samples
+    full_samples = results["full_budget"]["samples"]
     out = []
     flagged = {r["variant"] for r in not_improved(summary)}
     for v, change in change_rows(summary, METRIC).items():
@@ -212,18 +212,14 @@ def limits(results: dict[str, Any]) -> list[str]:
 
 def report(results: dict[str, Any], plot_paths: list[str]) -> str:
     """The experiment's markdown section, every number taken from ``results`` (its summary rows)."""
-    from experiments.digits import DigitsBudget
-
     budget, summary = results["budget"], results["summary"]
-    mode = results["mode"]
     algos = [a for a in budget["algos"] if find(summary, "parameters (whole model / policy)", a)]
-    budget_note = (f"**{mode.capitalize()}-mode budget**: {budget['samples']:,} training samples per run (supervised "
-                   f"examples = RL environment steps), test accuracy at step 0 and every {budget['eval_every']:,} "
-                   f"samples, seeds {', '.join(map(str, results['seeds']))}.")
-    if mode == "quick":
-        budget_note += (" Quick mode stops far below the full budget "
-                        f"(`--full`: {DigitsBudget().resolve(True).samples:,} samples, 5 seeds); its numbers show the "
-                        "trend, not the end point.")
+    note = budget_note(results, f"{budget['samples']:,} training samples per run (supervised examples = RL "
+                                f"environment steps), test accuracy at step 0 and every {budget['eval_every']:,} "
+                                f"samples, seeds {', '.join(map(str, results['seeds']))}.",
+                       "Quick mode stops far below the full budget "
+                       f"(`--full`: {results['full_budget']['samples']:,} samples, 5 seeds); its numbers show the "
+                       "trend, not the end point.")
     params = {v: find(summary, "parameters (whole model / policy)", v) for v in ["supervised", *algos]}
     lines = [
         "## Experiment 1: same data, two signals (digits)",
@@ -234,7 +230,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "image comes with its label and the net minimises cross-entropy. RL: the net is the policy of a one-step "
         "bandit; it answers with a class and is told only whether that answer was right (reward 1 or 0).",
         "",
-        budget_note,
+        note,
         "",
         "### 1. Definition and goal",
         "Deep (supervised) learning fits a function to labelled examples; RL learns a policy that maximises "

@@ -1,6 +1,6 @@
 """Untrained baselines the reports compare every variant with: what a policy scores before it learned anything.
 
-The supervised and RL runs evaluate their own step 0 (``experiments.supervised_runs`` / ``experiments.rl_runs``);
+The supervised and RL runs evaluate their own step 0 (``experiments.runs.supervised`` / ``experiments.runs.rl``);
 a behaviour-cloning run is scored once, after training. :func:`score_untrained_bc` scores the BC policy as
 initialised with the run's seed (the point "0 demonstrations" of the success-vs-demos curve), on exactly the
 episodes and action rule the trained BC runs are scored with (``supervised.babyai_bc.evaluate_policy``).
@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
-from experiments.runner import Job, Report
+from experiments.engine.jobs import Job, Report
+from experiments.runs.bc import demos_location
+from lab import tags
+from lab.io import write_json
+from lab.runtime import seed_everything
+from supervised.babyai_bc import BabyAIBCTask, evaluate_policy
 
 UNTRAINED_BC = "bc-untrained"  # variant name of the untrained behaviour-cloning policy
 
@@ -22,16 +28,9 @@ UNTRAINED_BC = "bc-untrained"  # variant name of the untrained behaviour-cloning
 def score_untrained_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, seed: int, config: Any,
                        demos_from: str) -> dict[str, Any]:
     """Success of ``BCPolicy(config.model)`` initialised under ``seed``, before any training step."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    from lab import tags
-    from lab.io import write_json
-    from lab.runtime import seed_everything
-    from supervised.babyai_bc import BabyAIBCTask, evaluate_policy
-
     torch.set_num_threads(1)
     demos = deps[demos_from]
-    data = replace(config.data, demo_dir=demos["demos_dir"], demo_seed=demos["demo_seed"])
+    data = replace(config.data, demo_dir=demos_location(demos), demo_seed=demos["demo_seed"])
     config = replace(config, data=data)
     task = BabyAIBCTask(config)
     seed_everything(seed)

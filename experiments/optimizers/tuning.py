@@ -25,10 +25,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from experiments import digits
-from experiments.analysis.optimizers import TUNED
-from experiments.optimizers import PARADIGMS, WEIGHT_DECAY
-from experiments.runner import Interrupted, Job, ResumeMismatchError, Signals
+from experiments.digits import plan as digits
+from experiments.engine.jobs import Job
+from experiments.engine.markers import ResumeMismatchError
+from experiments.engine.signals import Interrupted, Signals
+from experiments.optimizers.plan import WEIGHT_DECAY
+from experiments.optimizers.variants import PARADIGMS, TUNED
+from experiments.spec import ExtraContext
+from lab.io import write_json
 from lab.optim import get_optimizer_info
 
 LOG10_RANGE = (-2.0, 1.0)  # lr from default / 100 to default x 10
@@ -83,7 +87,7 @@ def tune_rates(budget: Any, trials: int, storage: Path, workers: int = 2, addres
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from experiments.cluster import connect  # imports Ray too
+    from experiments.engine.ray_runner import connect  # imports Ray too
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV per trial
@@ -146,8 +150,6 @@ def load_or_tune(budget: Any, trials: int, exp_dir: Path, workers: int, address:
                  resume: bool) -> dict[str, Any]:
     """The tuning of an experiment directory: ``tuning.json`` when resuming after it was written (the search
     is deterministic, so an interrupted one simply runs again), else a new search, written atomically."""
-    from lab.io import write_json
-
     path = exp_dir / TUNING_JSON
     if resume and path.is_file():
         saved = json.loads(path.read_text())
@@ -161,7 +163,23 @@ def load_or_tune(budget: Any, trials: int, exp_dir: Path, workers: int, address:
     return tuned
 
 
-def check_trials(trials: int) -> None:
-    if trials < 0 or (0 < trials < 2):
-        raise ValueError(f"--tune-trials must be 0 (no tuning) or at least 2 trials per optimizer, got {trials}")
+class TuneSweep:
+    """Experiment 3's extra jobs (:class:`experiments.spec.ExtraJobs`): with ``--tune-trials N`` > 0, the Ray Tune
+    search first, then the ``<variant>-tuned`` runs; ``results.json`` gets ``tuning`` (every trial, the rates)."""
+
+    def check(self, options: dict[str, Any]) -> None:
+        trials = options.get("tune_trials", 0)
+        if trials < 0 or (0 < trials < 2):
+            raise ValueError(f"--tune-trials must be 0 (no tuning) or at least 2 trials per optimizer, got {trials}")
+
+    def __call__(self, context: ExtraContext) -> tuple[list[Job], dict[str, Any]]:
+        trials = context.options.get("tune_trials", 0)
+        if not trials:
+            return [], {}
+        tuned = load_or_tune(context.budget, trials, context.exp_dir, context.workers, context.address,
+                             context.resume)
+        return tuned_jobs(context.budget, context.seeds, tuned, exp=context.name), {"tuning": tuned}
+
+
+TUNING = TuneSweep()
 

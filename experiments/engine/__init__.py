@@ -1,0 +1,15 @@
+"""The experiments' job engine, in parts named for what they hold; it runs any jobs and knows no experiment.
+
+- :mod:`~experiments.engine.jobs`: :class:`Job` (a picklable call and the jobs it needs), ordering, execution;
+- :mod:`~experiments.engine.markers`: a job's state on disk (finished, interrupted), what ``--resume`` reads;
+- :mod:`~experiments.engine.signals`: SIGINT / SIGTERM, :class:`Interrupted`;
+- :mod:`~experiments.engine.inline`: every job in this process (``--workers 0``);
+- :mod:`~experiments.engine.ray_runner`: jobs as Ray tasks, on a local instance or a cluster;
+- :mod:`~experiments.engine.display`: the live view; :mod:`~experiments.engine.run`: :func:`run_jobs`.
+"""
+from experiments.engine.jobs import Job, Outcome, Report
+from experiments.engine.markers import ResumeMismatchError
+from experiments.engine.run import cpu_seconds, run_jobs
+from experiments.engine.signals import Interrupted
+
+__all__ = ["Interrupted", "Job", "Outcome", "Report", "ResumeMismatchError", "cpu_seconds", "run_jobs"]

@@ -1,0 +1,49 @@
+"""SIGINT / SIGTERM while the engine runs: every worker stops, unfinished runs are marked, and the command
+that continues them is printed (exit 128 + the signal's number)."""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+
+class Interrupted(Exception):
+    """SIGINT / SIGTERM stopped the engine; every worker is gone and unfinished runs are marked."""
+
+    def __init__(self, signum: int, finished: int, total: int) -> None:
+        self.signum, self.finished, self.total = signum, finished, total
+        super().__init__(f"{signal.Signals(signum).name}: {finished} of {total} runs finished")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
+
+
+class Signals:
+    """SIGINT / SIGTERM while the engine runs: the signal number is appended to ``caught`` (the Ray loop
+    polls it: an exception raised inside Ray's C++ calls is mangled) or, in-process, :class:`Interrupted` is
+    raised at once. :meth:`install` again after ``ray.init``, which sets a SIGTERM handler of its own."""
+
+    def __init__(self, raise_at_once: bool) -> None:
+        self.caught: list[int] = []
+        self.raise_at_once = raise_at_once
+        self.previous: dict[int, Any] = {}
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.caught.append(signum)
+        if self.raise_at_once:
+            raise Interrupted(signum, 0, 0)
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal.signal works there only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous.setdefault(signum, signal.getsignal(signum))
+                signal.signal(signum, self.handler)
+
+    def __enter__(self) -> Signals:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
