@@ -6,7 +6,8 @@
 - :mod:`agents.factory`: ``make_agent(config)`` for PPO, A2C and DQN;
 - :mod:`agents.run`: ``AgentRun``, the one RL run routine (evaluation, TensorBoard, checkpoints, resume);
 - :mod:`agents.evaluation`: SB3 agents scored with :mod:`envs.evaluation` (the protocol behaviour cloning uses);
-- :mod:`agents.memory_ppo`: ``MemoryPPO``, PPO whose policy attends over the whole episode (``--algo memory-ppo``);
+- :mod:`agents.memory`: ``MemoryPPO``, PPO whose policy attends over the whole episode (``--algo memory-ppo``),
+  and sb3-contrib's ``RecurrentPPO`` (LSTM, ``--algo recurrent-ppo``);
 - :mod:`agents.finetune`: pretrained encoders inside SB3 (frozen / top / discriminative / full / scratch);
 - :mod:`agents.train`: the command line, ``python -m agents.train ENV_ID --encoder transformer ...``.
 """
@@ -14,7 +15,7 @@ from agents.config import AgentConfig
 from agents.extractors import ConvExtractor, FusionExtractor, ObservationSpaceError, TransformerExtractor
 from agents.factory import ALGORITHMS, ENCODERS, make_agent
 from agents.finetune import STRATEGIES, FinetuneConfig, load_pretrained
-from agents.memory_ppo import MemoryPPO
+from agents.memory import MemoryPPO
 from agents.presets import PRESETS
 from agents.run import AgentRun, RunInterrupted, RunOptions
 

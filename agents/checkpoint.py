@@ -28,13 +28,11 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
+from agents.memory import EpisodeState
 from lab.io import atomic_write
 
 CHECKPOINT_FILE = "resume.pkl"
-FORMAT = 1
-# The memory of the episodes in progress that RecurrentPPO (LSTM states) and MemoryPPO (its cache) leave out of
-# their zips: saved beside them, so those runs continue exactly too.
-MEMORY_ATTRIBUTES = ("_last_lstm_states", "_memory_state", "_memory_prefix")
+FORMAT = 2  # 2: the episode state an algorithm declares (agents.memory.EpisodeState), the run's progress a dataclass
 
 
 class DamagedCheckpointError(ValueError):
@@ -53,7 +51,9 @@ def save_checkpoint(path: Path, model: BaseAlgorithm, run_state: dict[str, Any])
         "model": buffer.getvalue(),
         "env": cloudpickle.dumps(base) if isinstance(base, DummyVecEnv) else None,
         "vecnormalize": pickle.dumps(stats) if stats is not None else None,  # VecNormalize pickles without its venv
-        "memory": {name: getattr(model, name) for name in MEMORY_ATTRIBUTES if hasattr(model, name)},
+        # the memory of the episodes in progress that RecurrentPPO (LSTM states) and MemoryPPO (its cache) leave
+        # out of their zips: saved beside them, so those runs continue exactly too
+        "memory": model.episode_state() if isinstance(model, EpisodeState) else {},
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
                 "action_space": model.action_space.np_random.bit_generator.state,
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},  # SB3 samples there
@@ -96,8 +96,8 @@ def restore_model(payload: dict[str, Any], algo_class: type[BaseAlgorithm], make
     # reseeds every generator: the saved states are restored below.
     model = algo_class.load(io.BytesIO(payload["model"]), env=env, device=device, force_reset=not exact)
     if exact:
-        for name, value in payload["memory"].items():
-            setattr(model, name, value)
+        if isinstance(model, EpisodeState):
+            model.set_episode_state(payload["memory"])
     else:
         model.set_random_seed(reset_seed)
     rng = payload["rng"]

@@ -20,17 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.config import AgentConfig
-from agents.memory_ppo import MemoryPPO
+from agents.memory import STATEFUL
 from envs.bandit import ClassificationBanditEnv
 from envs.evaluation import EVAL_SEED, Act, StatefulAct, bandit_accuracy, evaluate, logits_actor
 from envs.make import is_minigrid, make_env
-
-
-RECURRENT_CLASSES = (MemoryPPO, RecurrentPPO)  # policies that act with a state (one row per env)
 
 
 class Evaluator:
@@ -91,7 +87,7 @@ def sb3_actor(model: BaseAlgorithm, greedy: bool, seed: int) -> Act | StatefulAc
     policy = model.policy
     stats = model.get_vec_normalize_env()
     normalize: Callable[[Any], Any] = stats.normalize_obs if stats is not None else (lambda obs: obs)
-    if isinstance(model, RECURRENT_CLASSES):
+    if isinstance(model, STATEFUL):
         return _RecurrentActor(model, greedy, seed, normalize)
     if isinstance(model.action_space, spaces.Discrete) and hasattr(policy, "get_distribution"):
         def logits(observations: Any) -> torch.Tensor:

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
@@ -49,17 +48,16 @@ from agents.callbacks import vecnormalize_path
 from agents.config import AgentConfig
 from agents.extractors import EXTRACTORS
 from agents.finetune import FinetuneConfig, load_pretrained, policy_class_for
-from agents.memory_ppo import MemoryPPO
+from agents.memory import MemoryPPO, RecurrentPPO
 from envs.make import make_env, resolve_id
 from lab.optim import get_optimizer_info, sb3_optimizer
 from lab.runtime import select_device
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
     "ppo": PPO, "a2c": A2C, "dqn": DQN,
-    "memory-ppo": MemoryPPO,  # PPO + a transformer over the episode (agents.memory_ppo)
+    "memory-ppo": MemoryPPO,  # PPO + a transformer over the episode (agents.memory.ppo)
     "recurrent-ppo": RecurrentPPO,  # sb3-contrib's PPO + LSTM: the memory MemoryPPO is measured against
 }
-RECURRENT = ("memory-ppo", "recurrent-ppo")  # policies with a state: predict(obs, state, episode_start)
 # SB3's policy names by algorithm (flat, Dict observations); RecurrentPPO names its LSTM policies itself.
 POLICY_NAMES = {"recurrent-ppo": ("MlpLstmPolicy", "MultiInputLstmPolicy")}
 ENCODERS = ("mlp", *EXTRACTORS)  # "mlp": SB3's own default extractor (Flatten / CombinedExtractor), the baseline

@@ -41,7 +41,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from agents.memory_policy import MemoryActorCriticPolicy
+from agents.memory.policy import MemoryActorCriticPolicy
 from lab.finetune import discriminative_param_groups, freeze, freeze_to
 from lab.optim import make_optimizer, optimizer_info_for_class
 
@@ -114,7 +114,7 @@ class FinetuneDQNPolicy(_FinetuneMixin, DQNPolicy):
 
 
 class FinetuneMemoryPolicy(_FinetuneMixin, MemoryActorCriticPolicy):
-    """:class:`agents.memory_policy.MemoryActorCriticPolicy` (MemoryPPO) with a fine-tuning strategy."""
+    """:class:`agents.memory.policy.MemoryActorCriticPolicy` (MemoryPPO) with a fine-tuning strategy."""
 
 
 class FinetuneLstmPolicy(_FinetuneMixin, RecurrentActorCriticPolicy):

@@ -72,6 +72,24 @@ class RunOptions:
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra rows of the hyperparameter table
 
 
+@dataclasses.dataclass
+class RunProgress:
+    """A run's curve and counters so far: everything a resume checkpoint saves besides the model and its envs."""
+
+    curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # evaluation points, step 0 first
+    last_eval: int = -1  # environment steps at the last evaluation
+    eval_seconds: float = 0.0  # of the wall time below, spent evaluating
+    wall_time_s: float = 0.0  # wall time of the run so far (all processes), evaluations included
+    episodes: int = 0  # training episodes finished
+    updates: int = 0  # optimizer steps
+    steps: int = 0  # environment steps when this progress was saved
+    resumes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {"steps", "exact"} per resume
+    # wall and CPU seconds of the processes that ran this run before this one (a resumed run's record adds them
+    # to its own process's times, so a run's cost does not shrink with each resume)
+    earlier_segments: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"wall_time_s": 0.0, "cpu_time_s": 0.0})
+
+
 class AgentRun:
     """One RL run (module docstring). Construct, then :meth:`run`; or :meth:`resume` an interrupted one."""
 
@@ -83,7 +101,7 @@ class AgentRun:
         self._stop_requested = False
         self.model: BaseAlgorithm | None = None
         self.evaluator: Evaluator | None = None
-        self._state: dict[str, Any] = {}
+        self.progress = RunProgress()
 
     @classmethod
     def resume(cls, run_dir: str | Path) -> AgentRun:
@@ -96,8 +114,8 @@ class AgentRun:
             raise FileNotFoundError(f"no resume checkpoint in {run_dir} ({CHECKPOINT_FILE}): not a run directory, or "
                                     "it stopped before its first checkpoint (start it again)")
         payload = read_checkpoint(run_dir / CHECKPOINT_FILE)
-        state = payload["run"]
-        run = cls(state["config"], run_dir, state["options"])
+        saved = payload["run"]
+        run = cls(saved["config"], run_dir, saved["options"])
         run._checkpoint = payload
         return run
 
@@ -127,9 +145,7 @@ class AgentRun:
             raise FileExistsError(f"run directory {self.run_dir} already exists and is not empty; runs are never "
                                   "overwritten")
         self._segment_start = (time.perf_counter(), time.process_time())  # this process's share of the run
-        self.model, self._state = self._build()
-        # a fresh run, or a checkpoint older than this field: no earlier process to count
-        self._state.setdefault("earlier_segments", {"wall_time_s": 0.0, "cpu_time_s": 0.0})
+        self.model = self._build()
         try:
             self.evaluator = Evaluator(self.config)
         except BaseException:
@@ -139,20 +155,20 @@ class AgentRun:
     def run(self) -> dict[str, Any]:
         """Train (or continue) to ``config.timesteps``; the results (also in ``results.json``)."""
         self.prepare()
-        model, state, evaluator, options = self.model, self._state, self.evaluator, self.options
-        resumed = bool(state["resumes"])
+        model, progress, evaluator, options = self.model, self.progress, self.evaluator, self.options
+        resumed = bool(progress.resumes)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            segment = len(state["resumes"])
+            segment = len(progress.resumes)
             csv = "progress.csv" if segment == 0 else f"progress.resume{segment}.csv"
             model.set_logger(configure(str(self.run_dir), ["tensorboard"] + (["stdout"] if options.verbose else [])))
             model.logger.output_formats.append(CSVOutputFormat(str(self.run_dir / csv)))
             writer = tensorboard_writer(model.logger)
             if not resumed:
                 writer.add_text("hyperparameters", hparams_markdown(self.hyperparameters(model)))
-            lab_tags = LabTagsCallback(log_every=options.log_every, episodes=state["episodes"])
-            loop = _RunCallback(self, evaluator, lab_tags, state)
-            model.policy.optimizer.register_step_post_hook(lambda *_: loop.updates.__setitem__(0, loop.updates[0] + 1))
+            lab_tags = LabTagsCallback(log_every=options.log_every, episodes=progress.episodes)
+            loop = _RunCallback(self, evaluator, lab_tags)
+            model.policy.optimizer.register_step_post_hook(self._count_update)
             model.learn(self.config.timesteps - model.num_timesteps, callback=[lab_tags, loop],
                         reset_num_timesteps=not resumed, progress_bar=options.progress_bar)
             if loop.stopped:
@@ -164,42 +180,42 @@ class AgentRun:
         finally:
             model.get_env().close()
             evaluator.close()
-        record = self._record(model, loop, evaluator, train_wall, loop.updates[0])
+        record = self._record(model, loop, evaluator, train_wall)
         write_json(self.run_dir / RESULTS_FILE, record)
         (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         return record
 
-    def _build(self) -> tuple[BaseAlgorithm, dict[str, Any]]:
+    def _count_update(self, *_: Any) -> None:
+        self.progress.updates += 1
+
+    def _build(self) -> BaseAlgorithm:
+        """The agent of a fresh run, or the one of the checkpoint with its progress (``self.progress``)."""
         config, options = self.config, self.options
         if self._checkpoint is None:
-            model = make_agent(config, seed=options.seed, device=options.device, pretrained=self.pretrained,
-                               pretrained_head=self.pretrained_head, verbose=options.verbose)
-            state = {"curve": [], "last_eval": -1, "eval_seconds": 0.0, "wall_time_s": 0.0, "episodes": 0,
-                     "updates": 0, "resumes": []}
-            return model, state
-        state = dict(self._checkpoint["run"])
-        steps = state["steps"]
+            return make_agent(config, seed=options.seed, device=options.device, pretrained=self.pretrained,
+                              pretrained_head=self.pretrained_head, verbose=options.verbose)
+        progress: RunProgress = self._checkpoint["run"]["progress"]
+        steps = progress.steps
         fresh_envs = functools.partial(make_vec_env, functools.partial(make_env, config.env_id, **config.env_kwargs),
                                        n_envs=config.n_envs, seed=options.seed + steps,
                                        vec_env_cls=VEC_ENVS[config.vec_env])
         model, exact = restore_model(self._checkpoint, ALGORITHMS[config.algo], fresh_envs,
                                      select_device(options.device), options.seed + steps)
-        state["resumes"] = [*state["resumes"], {"steps": steps, "exact": exact}]
+        self.progress = dataclasses.replace(progress, resumes=[*progress.resumes, {"steps": steps, "exact": exact}])
         self._checkpoint = None
-        return model, state
+        return model
 
     def save_checkpoint(self, loop: _RunCallback) -> None:
-        state = {"config": self.config, "options": self.options, "curve": loop.curve, "last_eval": loop.last_eval,
-                 "eval_seconds": loop.eval_seconds, "wall_time_s": loop.wall_time_s, "episodes": loop.lab_tags.episodes,
-                 "updates": loop.updates[0], "resumes": loop.state["resumes"], "steps": self.model.num_timesteps,
-                 "earlier_segments": self._segments_so_far()}
-        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, state)
+        now = dataclasses.replace(self.progress, wall_time_s=loop.wall_time_s, episodes=loop.lab_tags.episodes,
+                                  steps=self.model.num_timesteps, earlier_segments=self._segments_so_far())
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model,
+                        {"config": self.config, "options": self.options, "progress": now})
 
     def _segments_so_far(self) -> dict[str, float]:
         """Wall and CPU seconds of the processes that ran this run up to now (a resumed run's later records add
         them to their own process's times, so a run's cost does not shrink with each resume)."""
         wall, cpu = self._segment_start
-        earlier = self._state["earlier_segments"]
+        earlier = self.progress.earlier_segments
         return {"wall_time_s": earlier["wall_time_s"] + time.perf_counter() - wall,
                 "cpu_time_s": earlier["cpu_time_s"] + time.process_time() - cpu}
 
@@ -208,21 +224,21 @@ class AgentRun:
         options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "hparams"}
         return plain({**self.config.to_dict(), **options, **self.options.hparams, **describe_agent(model)})
 
-    def _record(self, model: BaseAlgorithm, loop: _RunCallback, evaluator: Evaluator, train_wall: float,
-                updates: int) -> dict[str, Any]:
-        policy, config = model.policy, self.config
+    def _record(self, model: BaseAlgorithm, loop: _RunCallback, evaluator: Evaluator,
+                train_wall: float) -> dict[str, Any]:
+        policy, config, progress = model.policy, self.config, self.progress
         extractor = getattr(policy, "features_extractor", None) or policy.q_net.features_extractor
-        final = loop.curve[-1]
+        final = progress.curve[-1]
         steps = model.num_timesteps
         return {
             "run_dir": str(self.run_dir), "env_id": config.env_id, "algo": config.algo, "encoder": _name(config.encoder),
-            "seed": self.options.seed, "curve": loop.curve, "final": final, "samples": steps, "steps": steps,
-            "episodes": loop.lab_tags.episodes, "rewards_seen": steps, "labels_seen": 0, "updates": updates,
+            "seed": self.options.seed, "curve": progress.curve, "final": final, "samples": steps, "steps": steps,
+            "episodes": loop.lab_tags.episodes, "rewards_seen": steps, "labels_seen": 0, "updates": progress.updates,
             "train_wall_time_s": train_wall, "steps_per_s": steps / max(train_wall, 1e-9),
             "params": count_parameters(policy), "trainable_params": count_parameters(policy, trainable_only=True),
             "encoder_params": count_parameters(getattr(extractor, "backbone", extractor)),
             "metric": evaluator.metric, "final_metric": final.get(evaluator.metric), "eval_actions": evaluator.actions,
-            "resumes": loop.state["resumes"], "earlier_segments": loop.state["earlier_segments"],
+            "resumes": progress.resumes, "earlier_segments": progress.earlier_segments,
             "config": config.to_dict(),
             "hyperparameters": self.hyperparameters(model),
             **self.extra_record(model),
@@ -230,15 +246,12 @@ class AgentRun:
 
 
 class _RunCallback(BaseCallback):
-    """Evaluations, checkpoints, stop requests and progress of one :class:`AgentRun`."""
+    """Evaluations, checkpoints, stop requests and progress of one :class:`AgentRun` (into ``run.progress``)."""
 
-    def __init__(self, run: AgentRun, evaluator: Evaluator, lab_tags: LabTagsCallback, state: dict[str, Any]) -> None:
+    def __init__(self, run: AgentRun, evaluator: Evaluator, lab_tags: LabTagsCallback) -> None:
         super().__init__()
-        self.run, self.evaluator, self.lab_tags, self.state = run, evaluator, lab_tags, state
-        self.curve: list[dict[str, Any]] = list(state["curve"])
-        self.last_eval, self.eval_seconds = state["last_eval"], state["eval_seconds"]
-        self._wall_before = state["wall_time_s"]  # training wall time of earlier segments (evaluations included)
-        self.updates = [state["updates"]]
+        self.run, self.evaluator, self.lab_tags, self.progress = run, evaluator, lab_tags, run.progress
+        self._wall_before = self.progress.wall_time_s  # wall time of earlier segments (evaluations included)
         self.stopped = False
         self.checkpoint_steps = 0  # environment steps of the last checkpoint
         self._start = self._last_checkpoint = 0.0
@@ -251,35 +264,35 @@ class _RunCallback(BaseCallback):
 
     @property
     def train_wall_time_s(self) -> float:
-        return self.wall_time_s - self.eval_seconds
+        return self.wall_time_s - self.progress.eval_seconds
 
     def _on_training_start(self) -> None:
         self._start = self._last_checkpoint = time.perf_counter()
-        if not self.state["resumes"]:
+        if not self.progress.resumes:
             self.evaluate()  # the untrained policy (step 0)
 
     def evaluate(self) -> None:
         step = self.num_timesteps
-        if step == self.last_eval:
+        if step == self.progress.last_eval:
             return
         began = time.perf_counter()
-        self.last_eval = step
+        self.progress.last_eval = step
         point = {**self.evaluator(self.model), "steps": step, "samples": step, "episodes": self.lab_tags.episodes,
                  "rewards_seen": step, "wall_time_s": self.train_wall_time_s}
-        self.curve.append(point)
+        self.progress.curve.append(point)
         writer = tensorboard_writer(self.logger)
         if writer is not None:
             for key, tag in tags.EVAL_TAGS.items():
                 if point.get(key) is not None:
                     writer.add_scalar(tag, point[key], step)
         self.logger.dump(step)  # SB3's pending train/* values too (A2C dumps only every 100 updates by itself)
-        self.eval_seconds += time.perf_counter() - began
+        self.progress.eval_seconds += time.perf_counter() - began
 
     def _on_rollout_start(self) -> None:
         # On-policy algorithms update between rollouts: a checkpoint here needs no rollout buffer.
         config = self.run.config
         if self.run.options.eval_between_rollouts and config.eval_freq > 0 \
-                and self.num_timesteps - max(self.last_eval, 0) >= config.eval_freq:
+                and self.num_timesteps - max(self.progress.last_eval, 0) >= config.eval_freq:
             self.evaluate()
         every = self.run.options.checkpoint_every_s
         due = every > 0 and time.perf_counter() - self._last_checkpoint >= every

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from agents.config import AgentConfig
-from agents.memory_transformer import EpisodeTransformer, MemoryConfig
+from agents.memory.transformer import EpisodeTransformer, MemoryConfig
 from agents.presets import PRESETS
 from agents.run import AgentRun, RunOptions
 from lab.io import write_json

@@ -10,7 +10,7 @@ from agents.config import AgentConfig
 from agents.evaluation import Evaluator, sb3_actor
 from agents.factory import make_agent
 from agents.finetune import FinetuneLstmPolicy, FinetuneMemoryPolicy
-from agents.memory_policy import MemoryActorCriticPolicy
+from agents.memory.policy import MemoryActorCriticPolicy
 from agents.run import AgentRun, RunInterrupted, RunOptions
 from envs.evaluation import StatefulAct
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy

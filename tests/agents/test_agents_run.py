@@ -37,11 +37,11 @@ class RecordingRun(AgentRun):
 
     def __init__(self, *args, stop_at: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.progress: list[tuple[int, int]] = []
+        self.reported: list[tuple[int, int]] = []
         self.stop_at = stop_at
 
     def on_progress(self, steps: int, total: int) -> None:
-        self.progress.append((steps, total))
+        self.reported.append((steps, total))
         if self.stop_at is not None and steps >= self.stop_at:
             self.request_stop()
 
@@ -60,8 +60,9 @@ def test_a_run_writes_its_record_with_the_curve_from_step_0_and_calls_its_hooks(
     assert record["episodes"] == record["final"]["episodes"] > 0 and record["resumes"] == []
     assert record["config"] == CONFIG.to_dict() and record["seed"] == 3
     assert record["variant"] == "hooked" and record["num_timesteps"] == 1024  # extra_record
-    steps = [s for s, _ in run.progress]
-    assert steps == sorted(steps) and steps[-1] == 1024 and {t for _, t in run.progress} == {1024}
+    steps = [s for s, _ in run.reported]
+    assert steps == sorted(steps) and steps[-1] == 1024 and {t for _, t in run.reported} == {1024}
+    assert run.progress.curve == record["curve"] and run.progress.updates == record["updates"]  # the run's state
     assert not (tmp_path / "run" / CHECKPOINT_FILE).exists() and (tmp_path / "run" / "model.zip").exists()
     assert not AgentRun.can_resume(tmp_path / "run")
 

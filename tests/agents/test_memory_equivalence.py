@@ -8,8 +8,8 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401  (registers lab/*)
-from agents.memory_ppo import MemoryPPO
-from agents.memory_transformer import EpisodeTransformer, MemoryConfig
+from agents.memory.ppo import MemoryPPO
+from agents.memory.transformer import EpisodeTransformer, MemoryConfig
 
 ATOL = 1e-5
 

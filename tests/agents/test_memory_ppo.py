@@ -12,8 +12,8 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs  # noqa: F401  (registers lab/*)
 from agents.extractors import TransformerExtractor
-from agents.memory_policy import MemoryActorCriticPolicy
-from agents.memory_ppo import MemoryPPO
+from agents.memory.policy import MemoryActorCriticPolicy
+from agents.memory.ppo import MemoryPPO
 from envs.memory_tasks import RepeatFirstEnv
 from lab.optim import sb3_optimizer
 

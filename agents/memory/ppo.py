@@ -2,7 +2,7 @@
 
 Constructed exactly like SB3's ``PPO``::
 
-    from agents.memory_ppo import MemoryPPO
+    from agents.memory.ppo import MemoryPPO
 
     model = MemoryPPO("MlpPolicy", "lab/CartPoleNoVel-v1", n_steps=128, batch_size=256, segment_len=32,
                       policy_kwargs=dict(memory_kwargs=dict(memory_length=32, d_model=64)), seed=0)
@@ -14,7 +14,7 @@ Policies: ``"MlpPolicy"`` (Box / Discrete observations; default extractor ``Flat
 the algorithm. Any SB3 features extractor plugs in through ``policy_kwargs["features_extractor_class"]``
 (the lab's ``TransformerExtractor`` / ``ConvExtractor`` / ``FusionExtractor``), optimizers through
 ``optimizer_class`` / ``optimizer_kwargs`` (``lab.optim.sb3_optimizer``), memory options through
-``memory_kwargs`` (:class:`agents.memory_transformer.MemoryConfig`).
+``memory_kwargs`` (:class:`agents.memory.transformer.MemoryConfig`).
 
 **How the update sees what the rollout saw.** During a rollout each env's memory is a ring of cached keys and
 values (one step costs O(M)); every step also stores its per-layer inputs. PPO's minibatches are segments of
@@ -30,7 +30,7 @@ more per update, and storing keys/values instead would freeze the attention proj
 rollout's weights; storing layer inputs costs L x D floats per step and keeps all projections trainable.
 
 Memory never crosses an episode start (the ring is cleared, and segment masks block earlier episodes);
-positions are the step's time since its episode started (see :mod:`agents.memory_transformer`).
+positions are the step's time since its episode started (see :mod:`agents.memory.transformer`).
 """
 from __future__ import annotations
 
@@ -46,13 +46,13 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.memory_buffer import MemoryDictRolloutBuffer, MemoryRolloutBuffer
-from agents.memory_policy import (
+from agents.memory.buffer import MemoryDictRolloutBuffer, MemoryRolloutBuffer
+from agents.memory.policy import (
     MemoryActorCriticCnnPolicy,
     MemoryActorCriticPolicy,
     MultiInputMemoryActorCriticPolicy,
 )
-from agents.memory_transformer import MemoryConfig, MemoryState
+from agents.memory.transformer import MemoryConfig, MemoryState
 
 
 class MemoryPPO(PPO):
@@ -74,7 +74,7 @@ class MemoryPPO(PPO):
     def __init__(self, policy: str | type[MemoryActorCriticPolicy], env: Any, *args: Any, segment_len: int = 32,
                  _init_setup_model: bool = True, **kwargs: Any) -> None:
         if kwargs.get("rollout_buffer_class") is not None:
-            raise ValueError("MemoryPPO chooses its own rollout buffer (agents.memory_buffer); "
+            raise ValueError("MemoryPPO chooses its own rollout buffer (agents.memory.buffer); "
                              "do not pass rollout_buffer_class")
         if isinstance(segment_len, bool) or not isinstance(segment_len, int) or segment_len < 1:
             raise ValueError(f"segment_len must be a positive int, got {segment_len!r}")
@@ -105,6 +105,14 @@ class MemoryPPO(PPO):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_memory_state", "_memory_prefix"]
+
+    def episode_state(self) -> dict[str, Any]:
+        """The memory of the episodes in progress, which the zip leaves out (a resume checkpoint saves it):
+        each env's key/value cache and the stored layer inputs the next rollout's first segments start from."""
+        return {"memory_state": self._memory_state, "memory_prefix": self._memory_prefix}
+
+    def set_episode_state(self, state: dict[str, Any]) -> None:
+        self._memory_state, self._memory_prefix = state["memory_state"], state["memory_prefix"]
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int

@@ -1,6 +1,6 @@
 """A causal transformer over the current episode's step embeddings, with a per-layer key/value cache.
 
-:class:`EpisodeTransformer` is the memory of :class:`agents.memory_ppo.MemoryPPO`. It is built from ``lab``
+:class:`EpisodeTransformer` is the memory of :class:`agents.memory.ppo.MemoryPPO`. It is built from ``lab``
 blocks (``lab.layers.EncoderLayer``, whose ``lab.attention.MultiHeadAttention`` runs on the SDPA path, and a
 ``lab.positional`` table) and has two equivalent ways to run:
 
@@ -46,7 +46,7 @@ POSITIONALS = ("sinusoidal", "learned", "none")
 
 @dataclass
 class MemoryConfig:
-    """The memory transformer of a :class:`agents.memory_policy.MemoryActorCriticPolicy` (``memory_kwargs``)."""
+    """The memory transformer of a :class:`agents.memory.policy.MemoryActorCriticPolicy` (``memory_kwargs``)."""
 
     memory_length: int = 64  # M: steps attended (current one included); CartPole needs few, RepeatFirst all
     d_model: int = 64  # small: the model runs once per env step at batch n_envs, overhead bounds steps/s

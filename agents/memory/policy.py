@@ -1,16 +1,16 @@
-"""Actor-critic policies with episodic transformer memory, for :class:`agents.memory_ppo.MemoryPPO`.
+"""Actor-critic policies with episodic transformer memory, for :class:`agents.memory.ppo.MemoryPPO`.
 
 obs -> SB3 features extractor (any: ``FlattenExtractor``, the lab's ``TransformerExtractor`` / ``ConvExtractor`` /
-``FusionExtractor``, ...) -> :class:`agents.memory_transformer.EpisodeTransformer` over the episode's steps
+``FusionExtractor``, ...) -> :class:`agents.memory.transformer.EpisodeTransformer` over the episode's steps
 -> SB3's ``MlpExtractor`` (``net_arch``) -> action and value heads.
 
 The memory is shared by actor and critic (as in CleanRL's ``ppo_trxl``); ``share_features_extractor`` must stay
-True. Memory options go in ``policy_kwargs["memory_kwargs"]`` (:class:`agents.memory_transformer.MemoryConfig`
+True. Memory options go in ``policy_kwargs["memory_kwargs"]`` (:class:`agents.memory.transformer.MemoryConfig`
 fields) and are saved with the model.
 
 ``predict(observation, state, episode_start, deterministic)`` works like sb3-contrib's ``RecurrentPPO``: it
 returns ``(actions, state)``; ``state`` is a tuple of numpy arrays ``(keys, values, time)`` (see
-:class:`agents.memory_transformer.MemoryState`; keys/values (L, N, H, M, hd), time (N,)), ``None`` to start.
+:class:`agents.memory.transformer.MemoryState`; keys/values (L, N, H, M, hd), time (N,)), ``None`` to start.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from agents.memory_buffer import SegmentBatch
-from agents.memory_transformer import EpisodeTransformer, MemoryConfig, MemoryState
+from agents.memory.buffer import SegmentBatch
+from agents.memory.transformer import EpisodeTransformer, MemoryConfig, MemoryState
 
 
 class MemoryActorCriticPolicy(ActorCriticPolicy):
@@ -119,7 +119,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Values, log-probabilities and entropy of B segments of T steps (``obs`` from the memory buffer)."""
         if not isinstance(obs, SegmentBatch):
-            raise TypeError("MemoryActorCriticPolicy.evaluate_actions needs a SegmentBatch (from agents.memory_buffer); "
+            raise TypeError("MemoryActorCriticPolicy.evaluate_actions needs a SegmentBatch (from agents.memory.buffer); "
                             f"got {type(obs).__name__}: a memory policy cannot evaluate steps without their episode")
         b, t = obs.episode_starts.shape
         features = self.extract_features(obs.observations)  # (B * T, F)

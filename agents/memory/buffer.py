@@ -1,4 +1,4 @@
-"""Rollout buffers of :class:`agents.memory_ppo.MemoryPPO`: SB3's, plus what the memory needs to replay a step.
+"""Rollout buffers of :class:`agents.memory.ppo.MemoryPPO`: SB3's, plus what the memory needs to replay a step.
 
 Besides SB3's per-step data, each step stores its **layer inputs** (the residual stream entering each memory
 layer, (L, D)) and its time in the episode; the buffer also holds the layer inputs of the ``P = M - 1`` steps
