@@ -57,7 +57,38 @@ def _activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()  # an instance: the tutorial's bug was passing the class itself
 
 
-class EncoderLayer(nn.Module):
+class _Sublayers(nn.Module):
+    """What both layers are made of, in torch's submodule names and creation order (so weights load and seeded
+    initialisations match): the attentions named in ``attentions``, the feed-forward (``linear1``, ``dropout``,
+    ``linear2``, ``activation``), and one LayerNorm and one dropout per sublayer (``norm1``.., ``dropout1``..)."""
+
+    def __init__(self, attentions: tuple[str, ...], d_model: int, num_heads: int, dim_feedforward: int | None,
+                 dropout: float, activation: str, norm_first: bool, layer_norm_eps: float, bias: bool) -> None:
+        super().__init__()
+        dim_feedforward = dim_feedforward or 4 * d_model
+        self.norm_first = norm_first
+        for name in attentions:
+            setattr(self, name, MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias))
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
+        self.dropout = _dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
+        sublayers = range(1, len(attentions) + 2)  # the attentions, then the feed-forward
+        for i in sublayers:
+            setattr(self, f"norm{i}", nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
+        for i in sublayers:
+            setattr(self, f"dropout{i}", _dropout(dropout))
+        self.activation = _activation(activation)
+
+    def _attend(self, x: Tensor, attn_mask, key_padding_mask, is_causal: bool) -> Tensor:
+        """Self-attention's output, before its dropout."""
+        return self.self_attn(x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal)[0]
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        """linear2(dropout(activation(linear1(x)))); the caller applies its sublayer's dropout."""
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+class EncoderLayer(_Sublayers):
     """Self-attention + feed-forward, each with residual, dropout and LayerNorm. (B, T, D) -> (B, T, D).
 
     Post-norm (``norm_first=False``): ``x = norm(x + sublayer(x))`` as in the original paper.
@@ -75,39 +106,28 @@ class EncoderLayer(nn.Module):
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        dim_feedforward = dim_feedforward or 4 * d_model
-        self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
-        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
-        self.dropout = _dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout1 = _dropout(dropout)
-        self.dropout2 = _dropout(dropout)
-        self.activation = _activation(activation)
+        super().__init__(("self_attn",), d_model, num_heads, dim_feedforward, dropout, activation, norm_first,
+                         layer_norm_eps, bias)
 
     def forward(
         self, x: Tensor, *, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
         """Masks as in :class:`lab.attention.MultiHeadAttention` (bool True = not allowed / padding)."""
+        attended = self._attend(self.norm1(x) if self.norm_first else x, attn_mask, key_padding_mask, is_causal)
+        return self.after_attention(x, attended)
+
+    def after_attention(self, x: Tensor, attended: Tensor) -> Tensor:
+        """The rest of the layer given its self-attention's output (before its dropout): residuals, norms and the
+        feed-forward. For callers that attend their own way (``agents.memory``'s cached keys and values)."""
         if self.norm_first:
-            x = x + self._self_attention(self.norm1(x), attn_mask, key_padding_mask, is_causal)
-            return x + self._feed_forward(self.norm2(x))
-        x = self.norm1(x + self._self_attention(x, attn_mask, key_padding_mask, is_causal))
-        return self.norm2(x + self._feed_forward(x))
-
-    def _self_attention(self, x: Tensor, attn_mask, key_padding_mask, is_causal: bool) -> Tensor:
-        out, _ = self.self_attn(x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal)
-        return self.dropout1(out)
-
-    def _feed_forward(self, x: Tensor) -> Tensor:
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+            x = x + self.dropout1(attended)
+            return x + self.dropout2(self._feed_forward(self.norm2(x)))
+        x = self.norm1(x + self.dropout1(attended))
+        return self.norm2(x + self.dropout2(self._feed_forward(x)))
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_Sublayers):
     """Masked self-attention, cross-attention to an encoder memory, feed-forward; residuals and LayerNorm.
 
     x (B, T, D), memory (B, S, D) -> (B, T, D). Self-attention masks use the ``attn_mask`` /
@@ -126,21 +146,8 @@ class DecoderLayer(nn.Module):
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        dim_feedforward = dim_feedforward or 4 * d_model
-        self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
-        self.multihead_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
-        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
-        self.dropout = _dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout1 = _dropout(dropout)
-        self.dropout2 = _dropout(dropout)
-        self.dropout3 = _dropout(dropout)
-        self.activation = _activation(activation)
+        super().__init__(("self_attn", "multihead_attn"), d_model, num_heads, dim_feedforward, dropout, activation,
+                         norm_first, layer_norm_eps, bias)
 
     def forward(
         self,
@@ -154,23 +161,16 @@ class DecoderLayer(nn.Module):
         memory_key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         if self.norm_first:
-            x = x + self._self_attention(self.norm1(x), attn_mask, key_padding_mask, is_causal)
+            x = x + self.dropout1(self._attend(self.norm1(x), attn_mask, key_padding_mask, is_causal))
             x = x + self._cross_attention(self.norm2(x), memory, memory_mask, memory_key_padding_mask)
-            return x + self._feed_forward(self.norm3(x))
-        x = self.norm1(x + self._self_attention(x, attn_mask, key_padding_mask, is_causal))
+            return x + self.dropout3(self._feed_forward(self.norm3(x)))
+        x = self.norm1(x + self.dropout1(self._attend(x, attn_mask, key_padding_mask, is_causal)))
         x = self.norm2(x + self._cross_attention(x, memory, memory_mask, memory_key_padding_mask))
-        return self.norm3(x + self._feed_forward(x))
-
-    def _self_attention(self, x: Tensor, attn_mask, key_padding_mask, is_causal: bool) -> Tensor:
-        out, _ = self.self_attn(x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal)
-        return self.dropout1(out)
+        return self.norm3(x + self.dropout3(self._feed_forward(x)))
 
     def _cross_attention(self, x: Tensor, memory: Tensor, memory_mask, memory_key_padding_mask) -> Tensor:
         out, _ = self.multihead_attn(x, memory, memory, attn_mask=memory_mask, key_padding_mask=memory_key_padding_mask)
         return self.dropout2(out)
-
-    def _feed_forward(self, x: Tensor) -> Tensor:
-        return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
 class TransformerEncoder(nn.Module):

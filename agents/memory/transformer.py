@@ -144,15 +144,6 @@ class EpisodeTransformer(nn.Module):
         n = y.shape[0]
         return tuple(t.view(n, self.num_heads, self.head_dim) for t in (q, k, v))  # type: ignore[return-value]
 
-    @staticmethod
-    def _after_attention(layer: EncoderLayer, x: Tensor, attended: Tensor) -> Tensor:
-        """Residual + feed-forward of one EncoderLayer, given its attention output (before out_proj's dropout)."""
-        if layer.norm_first:
-            x = x + layer.dropout1(attended)
-            return x + layer._feed_forward(layer.norm2(x))
-        x = layer.norm1(x + layer.dropout1(attended))
-        return layer.norm2(x + layer._feed_forward(x))
-
     # -------------------------------------------------------------------------------------------------- step
     def step(self, features: Tensor, state: MemoryState, episode_start: Tensor) -> tuple[Tensor, Tensor]:
         """One step for N envs; **updates ``state`` in place** (clone it first to peek).
@@ -187,7 +178,7 @@ class EpisodeTransformer(nn.Module):
                 mask = bias.masked_fill(~valid[:, None, None, :], float("-inf"))
             out = F.scaled_dot_product_attention(q[:, :, None], keys[i], values[i], attn_mask=mask,
                                                  dropout_p=dropout_p)  # (N, H, 1, hd)
-            x = self._after_attention(layer, x, layer.self_attn.out_proj(out.reshape(n, -1)))
+            x = layer.after_attention(x, layer.self_attn.out_proj(out.reshape(n, -1)))
         time += 1
         return self.norm(x), torch.stack(inputs, dim=1)
 
@@ -248,7 +239,7 @@ class EpisodeTransformer(nn.Module):
             if self.relative_bias is not None:  # float mask: the bias, -inf where not allowed
                 mask = self.relative_bias[i][:, distance][None].masked_fill(blocked, float("-inf"))  # (B, H, T, P+T)
             out, _ = layer.self_attn(y[:, p:], y, y, attn_mask=mask)  # (B, T, D), out_proj applied
-            x = self._after_attention(layer, x, out)
+            x = layer.after_attention(x, out)
         return self.norm(x)
 
 
