@@ -59,14 +59,27 @@ def _activation(name: str) -> nn.Module:
 
 class _Sublayers(nn.Module):
     """What both layers are made of, in torch's submodule names and creation order (so weights load and seeded
-    initialisations match): the attentions named in ``attentions``, the feed-forward (``linear1``, ``dropout``,
-    ``linear2``, ``activation``), and one LayerNorm and one dropout per sublayer (``norm1``.., ``dropout1``..)."""
+    initialisations match): the attentions a layer names in ``ATTENTIONS``, the feed-forward (``linear1``,
+    ``dropout``, ``linear2``, ``activation``), and one LayerNorm and one dropout per sublayer (``norm1``..,
+    ``dropout1``..)."""
 
-    def __init__(self, attentions: tuple[str, ...], d_model: int, num_heads: int, dim_feedforward: int | None,
-                 dropout: float, activation: str, norm_first: bool, layer_norm_eps: float, bias: bool) -> None:
+    ATTENTIONS: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_first: bool = False,
+        layer_norm_eps: float = 1e-5,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         dim_feedforward = dim_feedforward or 4 * d_model
         self.norm_first = norm_first
+        attentions = self.ATTENTIONS
         for name in attentions:
             setattr(self, name, MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias))
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
@@ -95,19 +108,7 @@ class EncoderLayer(_Sublayers):
     Pre-norm (``norm_first=True``): ``x = x + sublayer(norm(x))``, more stable for deep stacks.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        dim_feedforward: int | None = None,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        norm_first: bool = False,
-        layer_norm_eps: float = 1e-5,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(("self_attn",), d_model, num_heads, dim_feedforward, dropout, activation, norm_first,
-                         layer_norm_eps, bias)
+    ATTENTIONS = ("self_attn",)
 
     def forward(
         self, x: Tensor, *, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None,
@@ -135,19 +136,7 @@ class DecoderLayer(_Sublayers):
     ``memory_key_padding_mask``.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        dim_feedforward: int | None = None,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        norm_first: bool = False,
-        layer_norm_eps: float = 1e-5,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(("self_attn", "multihead_attn"), d_model, num_heads, dim_feedforward, dropout, activation,
-                         norm_first, layer_norm_eps, bias)
+    ATTENTIONS = ("self_attn", "multihead_attn")
 
     def forward(
         self,
