@@ -2,10 +2,13 @@
 
 ``path`` always holds either its previous content or the complete new one: the data goes to a temporary file in
 the same directory (``os.replace`` is atomic only within one filesystem), is flushed and fsynced, then renamed
-over ``path``. On any failure the temporary file is removed and the exception propagates.
+over ``path``. On any failure the temporary file is removed and the exception propagates; a failure of the
+operating system (a full disk, no permission, ...) as :class:`WriteError`, which names the file and the errno
+however deep the library that was writing buried it (``torch.save`` reports a full disk as a RuntimeError).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -18,20 +21,65 @@ import torch
 TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random>.tmp" beside their target
 
 
+class WriteError(OSError):
+    """The operating system refused to write ``filename`` (``errno``: ENOSPC for a full disk, EACCES, ...); the
+    file keeps its previous content (or does not exist), nothing half-written is left."""
+
+    advice = ""  # what the user can do, set by whoever knows (e.g. the command that continues the run)
+
+    def __str__(self) -> str:
+        code = errno.errorcode.get(self.errno or 0, "?")
+        return (f"could not write {self.filename}: {self.strerror} ({code}, errno {self.errno}); nothing half-written "
+                "was left" + (f"; {self.advice}" if self.advice else ""))
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``: itself, or the first one in its chain of causes and contexts."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# What only a write can fail with: a full disk or quota, a read-only filesystem, a file-size limit.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def write_failure(error: BaseException) -> WriteError | None:
+    """``error`` as the :class:`WriteError` it is, or wraps (a full disk under a library's own exception, e.g. a
+    log writer's), or None: what a command line reports with ``lab.exit_codes.IO_ERROR``."""
+    if isinstance(error, WriteError):
+        return error
+    cause = os_error_in(error)
+    if isinstance(cause, WriteError):
+        return cause
+    if cause is None or cause.errno not in DISK_ERRNOS:
+        return None
+    return WriteError(cause.errno, cause.strerror or str(cause), cause.filename or "a file of the run")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(file)`` on a temporary binary file and rename it over ``path`` once complete."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = os_error_in(error)
+        if cause is None or isinstance(error, WriteError):
+            raise
+        raise WriteError(cause.errno, cause.strerror or str(cause), str(path)) from error
     _fsync_directory(path.parent)  # make the rename itself durable
     return path
 

@@ -11,15 +11,20 @@
 Runs go to runs/supervised/TASK/RUN_NAME unless --train.out-dir says otherwise. --train.resume takes a run
 directory (its last.pt) or a checkpoint file (e.g. its best.pt).
 
-Exit status: 0 done, 1 training diverged (a NaN / inf loss, gradient or model state; the last good checkpoint
-is named), 2 a bad config, run directory or checkpoint, 130 interrupted.
+Exit status (``lab.exit_codes``): 0 done, 1 training diverged (a NaN / inf loss, gradient or model state; the last
+good checkpoint is named), 2 a bad config, run directory or checkpoint, 74 the disk refused a write (full,
+read-only: the file and errno are named; the previous checkpoint is kept), 130 / 143 interrupted by Ctrl-C /
+SIGTERM (continue with --train.resume).
 """
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Union
 
+from lab import exit_codes
+from lab.io import WriteError
 from supervised.babyai_bc import BabyAIBCTask
 from supervised.checkpoint import load_checkpoint, resolve_checkpoint
 from supervised.configs import RUNTIME_FIELDS, ConfigError, config_from_dict, config_to_dict, flatten
@@ -96,20 +101,34 @@ def run(config: Any) -> TrainResult:
     return fit(task_for(config))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where training is (the trainer treats it as Ctrl-C: it names its last checkpoint)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = run(config)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except (ConfigError, RunDirectoryExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return exit_codes.BAD_INPUT
+    except KeyboardInterrupt as stop:
+        return exit_codes.INTERRUPTED_SIGTERM if isinstance(stop, Terminated) else exit_codes.INTERRUPTED_SIGINT
+    except WriteError as error:  # the trainer names its last checkpoint
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.IO_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(summary(result))
-    return 0
+    return exit_codes.OK
 
 
 def summary(result: TrainResult) -> str:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from lab.optim import effective_lrs, make_optimizer
 from lab.runtime import autocast, num_threads, run_name, seed_everything, select_device
-from lab.io import atomic_torch_save, write_json
+from lab.io import atomic_torch_save, write_failure, write_json
 from supervised.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolve_checkpoint
 from supervised.checkpoint import rng_state, set_rng_state
 from supervised.configs import RUNTIME_FIELDS, ConfigError, config_to_dict, differences, flatten
@@ -208,12 +208,21 @@ class Trainer:
             write_json(self.run_dir / RESULTS_FILE, self._results({}, status="diverged", error=str(error)))
             raise
         except KeyboardInterrupt:
-            where = f"{self.last_checkpoint}" if self.last_checkpoint else "none written yet"
-            print(f"\ninterrupted at step {self.progress.step}; last checkpoint: {where}; continue with "
-                  f"--train.resume {self.run_dir}", file=sys.stderr)
+            print(f"\ninterrupted at step {self.progress.step}; {self._where_to_continue()}", file=sys.stderr)
             raise
+        except (OSError, RuntimeError) as error:  # RuntimeError: torch.save reports a full disk as one
+            failure = write_failure(error)
+            if failure is None:
+                raise
+            failure.advice = f"training stopped at step {self.progress.step}; {self._where_to_continue()}"
+            raise failure from error
         finally:
             logger.close()
+
+    def _where_to_continue(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint had been written yet (start the run again)"
+        return f"last checkpoint: {self.last_checkpoint}; continue with --train.resume {self.run_dir}"
 
     @property
     def samples(self) -> int:
