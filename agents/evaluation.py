@@ -23,10 +23,15 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.config import AgentConfig
+from agents.finite import NonFiniteError, non_finite_rows
 from agents.memory import STATEFUL
 from envs.bandit import ClassificationBanditEnv
 from envs.evaluation import EVAL_SEED, Act, StatefulAct, bandit_accuracy, evaluate, logits_actor
 from envs.make import is_minigrid, make_env
+
+
+class EvaluationStopped(Exception):
+    """An evaluation gave up on request (``Evaluator.should_stop``), between two steps of its episodes."""
 
 
 class Evaluator:
@@ -34,10 +39,14 @@ class Evaluator:
 
     ``actions``: ``config.eval_actions``, or "both" on BabyAI (sampled headline, as the BabyAI paper counts,
     and ``*_greedy`` keys) and "greedy" elsewhere. ``metric`` names the headline key: ``accuracy`` (bandits),
-    ``success_rate`` (envs that report success) or ``mean_return``.
+    ``success_rate`` (envs that report success) or ``mean_return``. ``should_stop``, when it turns True, makes a
+    running evaluation raise :class:`EvaluationStopped` at its next step (a long evaluation does not hold up
+    Ctrl-C or SIGTERM). A NaN / inf observation raises :class:`agents.finite.NonFiniteError` naming it, before the
+    policy sees it.
     """
 
     def __init__(self, config: AgentConfig, seed: int = EVAL_SEED) -> None:
+        self.should_stop: Callable[[], bool] = lambda: False
         self.env_id, self.env_kwargs, self.seed = config.env_id, dict(config.env_kwargs), seed
         self.episodes, self.num_envs = config.eval_episodes, min(config.eval_envs, config.eval_episodes)
         probe = make_env(config.env_id, **self.env_kwargs)
@@ -69,13 +78,32 @@ class Evaluator:
             policy.set_training_mode(was_training)
 
     def _episodes(self, model: BaseAlgorithm, greedy: bool) -> dict[str, float]:
-        result = evaluate(lambda: make_env(self.env_id, **self.env_kwargs), sb3_actor(model, greedy, self.seed),
-                          self.episodes, seed=self.seed, num_envs=self.num_envs, greedy=greedy, env_id=self.env_id)
+        result = evaluate(lambda: make_env(self.env_id, **self.env_kwargs),
+                          self._guarded(sb3_actor(model, greedy, self.seed)), self.episodes,
+                          seed=self.seed, num_envs=self.num_envs, greedy=greedy, env_id=self.env_id)
         metrics = result.metrics()
         metrics.pop("eval_wall_time_s")  # the run's clock accounts for evaluation time itself
         if "success_rate" not in metrics and self.metric == "success_rate":
             raise ValueError(f"{self.env_id} did not report info['is_success'] at episode ends")
         return metrics
+
+    def _guarded(self, act: Act | StatefulAct) -> Act | StatefulAct:
+        """``act``, but a stop request or a non-finite observation first raises."""
+        def check(observations: Any) -> None:
+            if self.should_stop():
+                raise EvaluationStopped()
+            bad = non_finite_rows(observations, "observations")
+            if bad:
+                raise NonFiniteError(f"{bad} of {self.env_id} in an evaluation episode")
+
+        if isinstance(act, StatefulAct):
+            return _CheckedStateful(act, check)
+
+        def checked(observations: Any) -> Any:
+            check(observations)
+            return act(observations)
+
+        return checked
 
     def close(self) -> None:
         if self.test_split is not None:
@@ -101,6 +129,20 @@ def sb3_actor(model: BaseAlgorithm, greedy: bool, seed: int) -> Act | StatefulAc
             return model.predict(normalize(observations), deterministic=greedy)[0]
 
     return act
+
+
+class _CheckedStateful(StatefulAct):
+    """A :class:`StatefulAct` whose every call first passes ``check(observations)``."""
+
+    def __init__(self, act: StatefulAct, check: Callable[[Any], None]) -> None:
+        self.act, self.check = act, check
+
+    def reset(self, n: int) -> None:
+        self.act.reset(n)
+
+    def __call__(self, observations: Any, episode_start: np.ndarray) -> Any:
+        self.check(observations)
+        return self.act(observations, episode_start)
 
 
 class _RecurrentActor(StatefulAct):

@@ -6,6 +6,7 @@ subclass the supervised ``Trainer``. A run writes into ``run_dir``:
 
 - TensorBoard events (SB3's keys and the lab's shared tags, keyed by environment steps; hyperparameters as a
   markdown table) and ``progress.csv`` (``progress.resume<N>.csv`` after the N-th resume);
+- ``config.json`` (the AgentConfig and RunOptions, when the run starts: a checkpoint of another run is refused);
 - ``resume.pkl`` (:mod:`agents.checkpoint`), every ``checkpoint_every_s`` seconds and when a stop is requested,
   always between two rollouts; removed when the run has finished;
 - at the end, ``model.zip`` (atomically, ``VecNormalize`` statistics beside it) and then ``results.json``: a
@@ -20,16 +21,27 @@ counted as training wall time.
 
 Stopping: :meth:`AgentRun.request_stop` (e.g. from a signal handler) lets the current rollout and its update
 finish, checkpoints, and makes :meth:`AgentRun.run` raise :class:`RunInterrupted`; ``AgentRun.resume(run_dir)``
-continues it (what is bit-identical after a resume: :mod:`agents.checkpoint`).
+continues it (what is bit-identical after a resume: :mod:`agents.checkpoint`). An evaluation between rollouts,
+at step 0 or at the end gives up at once and is done again after the resume; one in the middle of a rollout
+(``eval_between_rollouts=False``) finishes first, as the rollout around it does. A stop requested at any time
+before ``results.json`` is written ends the run this way.
+
+Non-finite numbers: a NaN or inf in an observation, a reward or a gradient stops the run with
+:class:`NonFiniteError` before the policy is updated from it (the message names what, which env and the step);
+the last checkpoint, from before, is kept and ``FAILED`` says what happened.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -38,16 +50,19 @@ from stable_baselines3.common.logger import CSVOutputFormat, configure
 from agents.callbacks import LabTagsCallback, save_model_atomic, tensorboard_writer
 from agents.checkpoint import CHECKPOINT_FILE, read_checkpoint, restore_model, save_checkpoint
 from agents.config import AgentConfig, plain
-from agents.evaluation import Evaluator
+from agents.evaluation import EvaluationStopped, Evaluator
+from agents.finite import NonFiniteError, non_finite_rows
 from agents.factory import ALGORITHMS, VEC_ENVS, make_agent
 from envs.make import make_env
 from lab import tags
-from lab.io import write_json
+from lab.io import atomic_write_text, write_json
 from lab.runtime import count_parameters, select_device
 from lab.tags import hparams_markdown
 
 RESULTS_FILE = "results.json"
 MODEL_FILE = "model.zip"
+CONFIG_FILE = "config.json"  # written when the run starts: which run this directory holds
+FAILED_FILE = "FAILED"  # a run stopped by a non-finite number: what and where (its last checkpoint is kept)
 
 
 class RunInterrupted(Exception):
@@ -56,6 +71,10 @@ class RunInterrupted(Exception):
     def __init__(self, run_dir: Path, steps: int, total: int) -> None:
         super().__init__(f"stopped at {steps:,} of {total:,} environment steps; checkpoint in {run_dir}")
         self.run_dir, self.steps, self.total = run_dir, steps, total
+
+
+class CheckpointMismatchError(ValueError):
+    """A run directory's checkpoint belongs to another run (another config than the directory's config.json)."""
 
 
 @dataclasses.dataclass
@@ -115,6 +134,7 @@ class AgentRun:
                                     "it stopped before its first checkpoint (start it again)")
         payload = read_checkpoint(run_dir / CHECKPOINT_FILE)
         saved = payload["run"]
+        check_belongs(run_dir, saved["config"])
         run = cls(saved["config"], run_dir, saved["options"])
         run._checkpoint = payload
         return run
@@ -151,6 +171,7 @@ class AgentRun:
         except BaseException:
             self.model.get_env().close()
             raise
+        self.evaluator.should_stop = lambda: self._stop_requested
 
     def run(self) -> dict[str, Any]:
         """Train (or continue) to ``config.timesteps``; the results (also in ``results.json``)."""
@@ -158,6 +179,10 @@ class AgentRun:
         model, progress, evaluator, options = self.model, self.progress, self.evaluator, self.options
         resumed = bool(progress.resumes)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not resumed:
+            write_json(self.run_dir / CONFIG_FILE, {"config": self.config.to_dict(),
+                                                   "options": dataclasses.asdict(self.options)})
+        (self.run_dir / FAILED_FILE).unlink(missing_ok=True)  # a resume after a non-finite stop tries again
         try:
             segment = len(progress.resumes)
             csv = "progress.csv" if segment == 0 else f"progress.resume{segment}.csv"
@@ -168,13 +193,23 @@ class AgentRun:
                 writer.add_text("hyperparameters", hparams_markdown(self.hyperparameters(model)))
             lab_tags = LabTagsCallback(log_every=options.log_every, episodes=progress.episodes)
             loop = _RunCallback(self, evaluator, lab_tags)
+            model.policy.optimizer.register_step_pre_hook(loop.check_gradients)
             model.policy.optimizer.register_step_post_hook(self._count_update)
-            model.learn(self.config.timesteps - model.num_timesteps, callback=[lab_tags, loop],
-                        reset_num_timesteps=not resumed, progress_bar=options.progress_bar)
+            try:
+                model.learn(self.config.timesteps - model.num_timesteps, callback=[lab_tags, loop],
+                            reset_num_timesteps=not resumed, progress_bar=options.progress_bar)
+                loop.check_losses()  # the last update's
+            except NonFiniteError as error:
+                atomic_write_text(self.run_dir / FAILED_FILE, f"{error}\n")
+                raise
             if loop.stopped:
                 raise RunInterrupted(self.run_dir, loop.checkpoint_steps, self.config.timesteps)
             train_wall = loop.train_wall_time_s
-            loop.evaluate()  # the final model (skipped if the last evaluation was at this very step)
+            # the final model (skipped if the last evaluation was at this very step); a stop requested now, or
+            # during it, checkpoints: the resumed run only evaluates and writes the results
+            if self._stop_requested or not loop.evaluate():
+                self.save_checkpoint(loop)
+                raise RunInterrupted(self.run_dir, model.num_timesteps, self.config.timesteps)
             writer.flush()
             save_model_atomic(model, self.run_dir / MODEL_FILE)
         finally:
@@ -187,6 +222,13 @@ class AgentRun:
 
     def _count_update(self, *_: Any) -> None:
         self.progress.updates += 1
+
+    def last_checkpoint(self) -> str:
+        """Where the run can be resumed from, for messages."""
+        path = self.run_dir / CHECKPOINT_FILE
+        if not path.exists():
+            return "no checkpoint had been written yet (start the run again)"
+        return f"the last checkpoint ({path}) is from before, resume with: python -m agents.train --resume {self.run_dir}"
 
     def _build(self) -> BaseAlgorithm:
         """The agent of a fresh run, or the one of the checkpoint with its progress (``self.progress``)."""
@@ -268,16 +310,28 @@ class _RunCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._start = self._last_checkpoint = time.perf_counter()
-        if not self.progress.resumes:
-            self.evaluate()  # the untrained policy (step 0)
+        self.check_finite("observations (at reset)", self.model._last_obs)
+        if self.progress.last_eval < 0:
+            self.evaluate()  # the untrained policy (step 0); if a stop cut it short, the resumed run does it
 
-    def evaluate(self) -> None:
+    def evaluate(self, stoppable: bool = True) -> bool:
+        """Evaluate the policy at this step (unless done already); False if a stop request cut it short (then
+        it counts as not done). ``stoppable=False`` in the middle of a rollout, which cannot be checkpointed."""
         step = self.num_timesteps
         if step == self.progress.last_eval:
-            return
+            return True
         began = time.perf_counter()
+        self.evaluator.should_stop = (lambda: self.run._stop_requested) if stoppable else (lambda: False)
+        try:
+            metrics = self.evaluator(self.model)
+        except EvaluationStopped:
+            self.progress.eval_seconds += time.perf_counter() - began
+            return False
+        except NonFiniteError as error:
+            raise NonFiniteError(f"training stopped: {error}, evaluating the policy at environment step {step:,}; "
+                                 f"{self.run.last_checkpoint()}") from None
         self.progress.last_eval = step
-        point = {**self.evaluator(self.model), "steps": step, "samples": step, "episodes": self.lab_tags.episodes,
+        point = {**metrics, "steps": step, "samples": step, "episodes": self.lab_tags.episodes,
                  "rewards_seen": step, "wall_time_s": self.train_wall_time_s}
         self.progress.curve.append(point)
         writer = tensorboard_writer(self.logger)
@@ -287,9 +341,11 @@ class _RunCallback(BaseCallback):
                     writer.add_scalar(tag, point[key], step)
         self.logger.dump(step)  # SB3's pending train/* values too (A2C dumps only every 100 updates by itself)
         self.progress.eval_seconds += time.perf_counter() - began
+        return True
 
     def _on_rollout_start(self) -> None:
         # On-policy algorithms update between rollouts: a checkpoint here needs no rollout buffer.
+        self.check_losses()  # of the update that just ran, before anything is saved from it
         config = self.run.config
         if self.run.options.eval_between_rollouts and config.eval_freq > 0 \
                 and self.num_timesteps - max(self.progress.last_eval, 0) >= config.eval_freq:
@@ -302,11 +358,63 @@ class _RunCallback(BaseCallback):
             self.stopped = self.run._stop_requested
 
     def _on_step(self) -> bool:
+        self.check_finite("observations", self.locals.get("new_obs"))
+        self.check_finite("rewards", self.locals.get("rewards"))
         if self._every and not self.run.options.eval_between_rollouts \
                 and (self.num_timesteps // self.run.config.n_envs) % self._every == 0:
-            self.evaluate()
+            self.evaluate(stoppable=False)
         self.run.on_progress(self.num_timesteps, self.run.config.timesteps)
         return not self.stopped
+
+    # ----------------------------------------------------------------------------------------- non-finite
+    def check_finite(self, what: str, values: Any) -> None:
+        """NonFiniteError naming the env rows of ``values`` (one row per env) that hold a NaN or inf."""
+        bad = non_finite_rows(values, what)
+        if bad:
+            config = self.run.config
+            raise NonFiniteError(
+                f"training stopped: {bad} of {config.env_id} ({config.n_envs} envs) at environment step "
+                f"{self.num_timesteps:,}; the policy was not updated from it; {self.run.last_checkpoint()}")
+
+    def check_losses(self) -> None:
+        """A NaN / inf loss of the last update, as SB3 logged it (an inf loss can leave finite, clipped gradients:
+        the gradient check alone would not see it)."""
+        bad = {key: value for key, value in self.logger.name_to_value.items()
+               if key.startswith("train/") and key != "train/explained_variance"  # NaN when returns do not vary
+               and isinstance(value, float) and not math.isfinite(value)}
+        if bad:
+            raise NonFiniteError(
+                f"training stopped: a non-finite loss ({', '.join(f'{k} = {v}' for k, v in bad.items())}) in the update "
+                f"before environment step {self.num_timesteps:,} of {self.run.config.env_id}; "
+                f"{self.run.last_checkpoint()}")
+
+    def check_gradients(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        """Before every optimizer step: a NaN / inf gradient (a non-finite loss) stops the run un-updated."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads])).all():
+            raise NonFiniteError(
+                f"training stopped: a non-finite gradient (NaN / inf loss) at update {self.progress.updates + 1:,} "
+                f"(environment step {self.num_timesteps:,}) of {self.run.config.env_id}; the parameters were not "
+                f"updated; {self.run.last_checkpoint()}")
+
+
+def check_belongs(run_dir: Path, config: AgentConfig) -> None:
+    """CheckpointMismatchError when ``run_dir``'s config.json names another run than the checkpoint's ``config``
+    (e.g. another run's resume.pkl copied in); a directory from before config.json existed is not checked."""
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return
+    try:
+        own = json.loads(path.read_text())["config"]
+    except (ValueError, KeyError) as error:
+        raise CheckpointMismatchError(f"{path} is damaged ({error}): cannot tell whether {run_dir / CHECKPOINT_FILE} "
+                                      "belongs to this run") from None
+    saved = json.loads(json.dumps(config.to_dict(), default=str))
+    differ = sorted(k for k in set(own) | set(saved) if own.get(k) != saved.get(k))
+    if differ:
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, directory {own.get(k)!r}" for k in differ)
+        raise CheckpointMismatchError(f"{run_dir / CHECKPOINT_FILE} is not a checkpoint of the run in {run_dir} "
+                                      f"({path} says otherwise: {details}); resume each run from its own directory")
 
 
 def describe_agent(model: BaseAlgorithm) -> dict[str, Any]:

@@ -20,7 +20,11 @@ is printed (exit 130 / 143); a second Ctrl-C stops at once (the last periodic ch
 ``--resume RUN_DIR`` continues; with in-process envs (``--vec-env dummy``, the default) the resumed run is
 bit-identical to an uninterrupted one (:mod:`agents.checkpoint` says exactly what is and is not).
 
-Exit status: 0 done, 2 a bad argument (the message says what would work), 130 / 143 interrupted (resumable).
+Exit status (``lab.exit_codes``): 0 done; 1 stopped by a NaN / inf in an observation, a reward or a gradient (the
+message names it; the last checkpoint, from before, is kept); 2 a bad argument, or a checkpoint that is damaged or
+belongs to another run (the message says what would work); 74 the disk refused a write (full, read-only: the
+file and errno are named, the previous checkpoint is kept); 130 / 143 interrupted by Ctrl-C / SIGTERM in any
+phase, evaluations included (resumable).
 """
 from __future__ import annotations
 
@@ -44,13 +48,15 @@ from agents.config import DICT_FIELDS, EVAL_ACTIONS, AgentConfig, field_docs
 from agents.factory import ALGORITHMS, ENCODERS, ORTHO_INITS, VEC_ENVS
 from agents.finetune import STRATEGIES, FinetuneConfig, read_state_dict
 from agents.presets import PRESETS, describe_presets, get_preset
+from agents.finite import NonFiniteError
 from agents.run import AgentRun, RunInterrupted, RunOptions
 from envs.make import resolve_id
+from lab import exit_codes
+from lab.io import write_failure
 from lab.optim import optimizer_names
 from lab.runtime import run_name
 
 RUNS_DIR = "runs/agents"
-EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 2, 130, 143
 CHOICES = {"algo": tuple(ALGORITHMS), "encoder": ENCODERS, "optimizer": optimizer_names(), "vec_env": tuple(VEC_ENVS),
            "ortho_init": ORTHO_INITS, "eval_actions": EVAL_ACTIONS}
 NOT_FLAGS = ("env_id", "name", "description", "reference", "finetune")  # positional, or set by their own flags
@@ -188,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run = build_run(args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, gym.error.Error) as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
+        raise SystemExit(exit_codes.BAD_INPUT) from None
     received: list[int] = []
 
     def stop(signum: int, _frame: Any) -> None:
@@ -206,10 +212,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results = run.run()
     except RunInterrupted as stopped:
         print(f"{stopped}. Resume with: {resume}", file=sys.stderr)
-        raise SystemExit(EXIT_SIGTERM if received and received[0] == signal.SIGTERM else EXIT_SIGINT) from None
+        raise SystemExit(exit_codes.INTERRUPTED_SIGTERM if received and received[0] == signal.SIGTERM
+                         else exit_codes.INTERRUPTED_SIGINT) from None
     except KeyboardInterrupt:
         print(f"\nstopped at once; resume from the last checkpoint (if one was written) with: {resume}", file=sys.stderr)
-        raise SystemExit(EXIT_SIGINT) from None
+        raise SystemExit(exit_codes.INTERRUPTED_SIGINT) from None
+    except NonFiniteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(exit_codes.FAILED) from None
+    except (OSError, RuntimeError) as error:  # RuntimeError: torch reports a full disk as one
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        failure.advice = run.last_checkpoint()
+        print(f"error: {failure}", file=sys.stderr)
+        raise SystemExit(exit_codes.IO_ERROR) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

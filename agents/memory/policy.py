@@ -150,17 +150,11 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         self.set_training_mode(False)
         obs_tensor, vectorized = self.obs_to_tensor(observation)
         n_envs = _batch_size(obs_tensor)
-        if state is None:
-            memory = self.initial_state(n_envs)
-        else:
-            if len(state) != 3:
-                raise ValueError("state must be the (keys, values, time) tuple a previous predict() returned, or None")
-            memory = MemoryState(torch.as_tensor(state[0], dtype=torch.float32, device=self.device).clone(),
-                                 torch.as_tensor(state[1], dtype=torch.float32, device=self.device).clone(),
-                                 torch.as_tensor(state[2], dtype=torch.long, device=self.device).clone())
-            if memory.time.shape != (n_envs,):
-                raise ValueError(f"state holds {memory.time.shape[0]} envs but the observation {n_envs}")
+        memory = self.initial_state(n_envs) if state is None else self._state_from(state, n_envs)
         starts = np.zeros(n_envs, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool)
+        if starts.size != n_envs:
+            raise ValueError(f"episode_start has {starts.size} entries for {n_envs} observation(s): one flag per env "
+                             "(True where that env's episode has just begun)")
         with torch.no_grad():
             out, _ = self.memory.step(self.extract_features(obs_tensor), memory,
                                       torch.as_tensor(starts.reshape(n_envs), device=self.device))
@@ -172,6 +166,26 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         if not vectorized:
             actions = actions.squeeze(axis=0)
         return actions, tuple(t.cpu().numpy() for t in memory)
+
+
+    def _state_from(self, state: Any, n_envs: int) -> MemoryState:
+        """The memory of a ``state`` that ``predict`` returned, checked against this policy and the observation."""
+        if not isinstance(state, (tuple, list)) or len(state) != 3:
+            raise ValueError("state must be the (keys, values, time) tuple a previous predict() returned, or None")
+        expected = self.memory.cache_shape(n_envs)
+        names = "(layers, envs, heads, memory_length, d_model / heads)"
+        for name, array in zip(("keys", "values"), state[:2]):
+            shape = tuple(np.shape(array))
+            if shape != expected:
+                raise ValueError(f"state's {name} have shape {shape}, this policy's memory {expected} {names} for "
+                                 f"{n_envs} env(s): pass the state this policy's predict() returned (or None), not "
+                                 "another model's or another batch's")
+        if tuple(np.shape(state[2])) != (n_envs,):
+            raise ValueError(f"state's time has shape {tuple(np.shape(state[2]))}; expected ({n_envs},), one step "
+                             "count per env of the observation")
+        return MemoryState(torch.as_tensor(state[0], dtype=torch.float32, device=self.device).clone(),
+                           torch.as_tensor(state[1], dtype=torch.float32, device=self.device).clone(),
+                           torch.as_tensor(state[2], dtype=torch.long, device=self.device).clone())
 
 
 def _batch_size(obs: Tensor | dict[str, Tensor]) -> int:

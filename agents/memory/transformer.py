@@ -121,9 +121,13 @@ class EpisodeTransformer(nn.Module):
         self.head_dim = config.d_model // config.num_heads
 
     # ----------------------------------------------------------------------------------------------- helpers
-    def initial_state(self, n_envs: int, device: torch.device | str | None = None) -> MemoryState:
+    def cache_shape(self, n_envs: int) -> tuple[int, ...]:
+        """Shape of a state's keys and of its values: (layers, envs, heads, memory length, head dim)."""
         c = self.config
-        shape = (c.num_layers, n_envs, self.num_heads, c.memory_length, self.head_dim)
+        return (c.num_layers, n_envs, self.num_heads, c.memory_length, self.head_dim)
+
+    def initial_state(self, n_envs: int, device: torch.device | str | None = None) -> MemoryState:
+        shape = self.cache_shape(n_envs)
         device = device if device is not None else self._device()
         return MemoryState(torch.zeros(shape, device=device), torch.zeros(shape, device=device),
                            torch.zeros(n_envs, dtype=torch.long, device=device))
