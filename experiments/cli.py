@@ -15,8 +15,14 @@ samples or environment steps), and ``OUT/<experiment>/`` gets ``results.json``, 
 (:mod:`experiments.engine`): a local instance with ``--workers`` CPUs, or the cluster at ``--address``; every
 run's files end up under OUT whichever node ran it. An ``OUT/<experiment>`` that already holds files is
 refused (nothing is overwritten) unless ``--resume`` continues the interrupted run there: finished runs are
-kept, the others run again. SIGINT / SIGTERM stop every worker and print the command that resumes. Exit
-status: 0 done, 1 some run failed (the others are reported), 2 bad input, 130 / 143 interrupted.
+kept, the others run again (a damaged record of a finished run is named and that run runs again). One
+invocation owns an ``OUT/<experiment>`` at a time: a second one is refused at once, naming the first
+(:mod:`experiments.output_dir`). SIGINT / SIGTERM stop every worker and print the command that resumes.
+
+Exit status (``lab.exit_codes``): 0 done; 1 some run failed (the others are reported; e.g. a NaN in an RL run);
+2 refused before any work (a bad option or path, an output directory in use or holding an earlier run, a
+``--resume`` with another command's settings); 74 the disk refused a write of the results (the file and errno
+are named); 130 / 143 interrupted by Ctrl-C / SIGTERM (resumable).
 """
 from __future__ import annotations
 
@@ -36,9 +42,12 @@ from experiments.engine import Interrupted, ResumeMismatchError, cpu_seconds
 from experiments.finetune.plan import FinetuneBudget
 from experiments.imitation.plan import ImitationBudget
 from experiments.optimizers.plan import OptimizersBudget
-from experiments.pipeline import OutputExistsError, Planned, check_output_free, render, run
+from experiments.output_dir import OutputBusyError, OutputExistsError, check_output_free, check_output_path
+from experiments.pipeline import Planned, render, run
 from experiments.registry import EXPERIMENTS, FLAGSHIP
 from experiments.report import print_closing
+from lab import exit_codes
+from lab.io import WriteError
 
 QUICK_SEEDS = 3  # quick mode: the fewest seeds with a (wide) interval in a few minutes
 FULL_SEEDS = 5  # full mode
@@ -144,6 +153,10 @@ def option_names(cls: type, prefix: str = "") -> list[str]:
 def parse_args(argv: Sequence[str] | None = None):
     """tyro parses; on bad input (exit 2) the valid experiments or the valid options are listed too."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:  # one line, not tyro's whole usage
+        print(f"usage: python -m experiments {{{','.join(COMMANDS)}}} [OPTIONS]\n"
+              f"error: unknown experiment {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(exit_codes.BAD_INPUT)
     subcommands = tuple(Annotated[cls, tyro.conf.subcommand(name, prefix_name=False)]
                         for name, cls in COMMANDS.items())
     try:
@@ -193,21 +206,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name not in EXPERIMENTS or not (directory / "results.json").is_file():
             print(f"error: {directory} is not an experiment directory with results.json (its name must be one of "
                   f"{', '.join(EXPERIMENTS)})", file=sys.stderr)
-            return 2
+            return exit_codes.BAD_INPUT
         results = render(directory, EXPERIMENTS[name])
         print(f"report: {results['report']}")
-        return 0
+        return exit_codes.OK
     name = next(n for n, cls in COMMANDS.items() if type(args) is cls)
+    out = Path(args.out)
     try:
         planned = plan(args, name)
+        check_output_path(out, [p.name for p in planned])
         if not args.resume:
-            check_output_free(Path(args.out), [p.name for p in planned])
+            check_output_free(out, [p.name for p in planned])
     except (ValueError, OutputExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_codes.BAD_INPUT
     start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     try:
-        all_results = run(planned, Path(args.out), args.workers, args.progress, ["python -m experiments", *argv],
+        all_results = run(planned, out, args.workers, args.progress, ["python -m experiments", *argv],
                           address=args.address, resume=args.resume)
     except Interrupted as stop:
         resume = shlex.join(["python", "-m", "experiments", *argv, *([] if args.resume else ["--resume"])])
@@ -216,10 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted ({signal.Signals(stop.signum).name}): {done}; every worker stopped. Resume with: "
               f"{resume}", file=sys.stderr, flush=True)
         return stop.exit_code
-    except ResumeMismatchError as error:  # --resume into an output directory made by another command
+    except (ResumeMismatchError, OutputBusyError, OutputExistsError) as error:
+        # --resume into an output directory made by another command; another invocation owns it; it filled up
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_codes.BAD_INPUT
+    except WriteError as error:
+        error.advice = "the runs that finished are kept: free some space and repeat the command with --resume"
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.IO_ERROR
     wall = time.perf_counter() - start_wall
     cpu = cpu_seconds() - start_cpu + all_results[0]["timing"]["worker_cpu_time_s"]  # Ray's workers are not children
-    print_closing(all_results, EXPERIMENTS, Path(args.out), wall, cpu)
-    return 1 if any(r["errors"] for r in all_results) else 0
+    print_closing(all_results, EXPERIMENTS, out, wall, cpu)
+    return exit_codes.FAILED if any(r["errors"] for r in all_results) else exit_codes.OK

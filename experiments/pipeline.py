@@ -13,15 +13,12 @@ from typing import Any
 
 from experiments.engine import run_jobs
 from experiments.engine.jobs import Job
+from experiments.output_dir import OutputLock, check_output_free
 from experiments.report import report_text
 from experiments.results import PLOTS_DIR, REPORT_MD, RESULTS_JSON, machine_info, now_iso, write_results
 from experiments.spec import Experiment, ExtraContext
 from experiments.tb_layout import write_layout
 from lab.io import atomic_write_text
-
-
-class OutputExistsError(FileExistsError):
-    """The output directory of an experiment already holds files: nothing is ever overwritten."""
 
 
 def as_json(budget: Any) -> dict[str, Any]:
@@ -49,31 +46,21 @@ class Planned:
         return as_json(self.budget)
 
 
-def check_output_free(out: Path, names: list[str]) -> None:
-    """Refuse (before any work) when ``out/<name>`` already holds anything; suggest ``--resume`` (to continue
-    an interrupted run there) and free directories."""
-    taken = [out / n for n in names if (out / n).exists() and any((out / n).iterdir())]
-    if taken:
-        free = []
-        for i in range(2, 100):
-            candidate = Path(f"{out}-{i}")
-            if not any((candidate / n).exists() for n in names):
-                free.append(str(candidate))
-            if len(free) == 2:
-                break
-        raise OutputExistsError(
-            f"{', '.join(map(str, taken))} already hold(s) an earlier run; nothing is overwritten. To continue an "
-            f"interrupted run there, repeat its command with --resume; otherwise choose a new --out, e.g. one of: "
-            f"{', '.join(free)} (or move the old directory away)")
-
-
 def run(planned: list[Planned], out: Path, workers: int, progress: bool, command: list[str],
         address: str | None = None, resume: bool = False) -> list[dict[str, Any]]:
     """Run every planned experiment's jobs on one engine (:func:`experiments.engine.run_jobs`); write and return
     each experiment's results. ``resume``: jobs an interrupted invocation finished in ``out`` are loaded, not
-    re-run. Raises :class:`experiments.engine.Interrupted` on SIGINT / SIGTERM (no results written then)."""
-    if not resume:
-        check_output_free(out, [p.name for p in planned])
+    re-run. Raises :class:`experiments.engine.Interrupted` on SIGINT / SIGTERM (no results written then), and
+    :class:`experiments.output_dir.OutputBusyError` when another invocation owns an experiment's directory."""
+    names = [p.name for p in planned]
+    with OutputLock(out, names, command):
+        if not resume:  # again, now that this invocation owns the directories
+            check_output_free(out, names)
+        return _run(planned, out, workers, progress, command, address, resume)
+
+
+def _run(planned: list[Planned], out: Path, workers: int, progress: bool, command: list[str],
+         address: str | None, resume: bool) -> list[dict[str, Any]]:
     jobs: list[Job] = []
     extra_results: dict[str, dict[str, Any]] = {}
     for p in planned:

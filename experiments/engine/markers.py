@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,14 @@ def finish(job: Job, record: dict[str, Any], out: Path) -> dict[str, Any]:
 def load_finished(jobs: Sequence[Job], out: Path) -> dict[str, dict[str, Any]]:
     """Records of the jobs an earlier invocation finished; unfinished run dirs are prepared for a new attempt.
     :class:`ResumeMismatchError` when a finished job was run with other arguments (a resume must repeat the same
-    command)."""
+    command). A marker that cannot be read (truncated, not a record) is set aside as ``job.json.damaged``, said
+    on stderr, and its job runs again."""
     records = {}
     for job in jobs:
         run_dir = out / job.id
         marker = run_dir / MARKER
-        if marker.is_file():
-            saved = json.loads(marker.read_text())
+        saved = read_marker(marker) if marker.is_file() else None
+        if saved is not None:
             if saved.get("fingerprint") != job.fingerprint():
                 raise ResumeMismatchError(f"{run_dir} was run with other settings than this command's; resume with "
                                           "the command that started it, or choose a new --out")
@@ -45,6 +47,21 @@ def load_finished(jobs: Sequence[Job], out: Path) -> dict[str, dict[str, Any]]:
         elif run_dir.exists():
             (run_dir / INCOMPLETE).unlink(missing_ok=True)
     return records
+
+
+def read_marker(marker: Path) -> dict[str, Any] | None:
+    """The saved marker, or None (after saying so) when it is damaged: its job is then unfinished."""
+    try:
+        saved = json.loads(marker.read_text())
+        if isinstance(saved, dict) and isinstance(saved.get("record"), dict):
+            return saved
+        problem = "it holds no job record"
+    except (OSError, ValueError) as error:
+        problem = f"{type(error).__name__}: {' '.join(str(error).split())}"
+    damaged = marker.with_name(marker.name + ".damaged")
+    marker.replace(damaged)
+    print(f"--resume: ignored {marker} ({problem}; kept as {damaged.name}): that run runs again", file=sys.stderr)
+    return None
 
 
 def mark_incomplete(jobs: Sequence[Job], out: Path) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from agents.config import AgentConfig
@@ -81,6 +82,8 @@ class ImitationBudget:
             raise ValueError(f"rl_algos must be distinct names among {', '.join(RL_ALGOS)}; got {self.rl_algos}")
         if self.rl_readout not in READOUTS:
             raise ValueError(f"unknown rl_readout {self.rl_readout!r}; choose one of {', '.join(READOUTS)}")
+        if self.demos_dir is not None and Path(self.demos_dir).exists() and not Path(self.demos_dir).is_dir():
+            raise ValueError(f"demos_dir {self.demos_dir} is a file, not a directory of demonstrations")
 
 
 def bc_config(budget: ImitationBudget, num_demos: int, seed: int) -> BabyAIBCConfig:

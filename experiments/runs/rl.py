@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,14 @@ def train_agent(run_dir: Path, report: Report | None, deps: dict[str, dict[str, 
     """
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
-    if (run_dir / RESULTS_FILE).exists():  # finished just before an interrupt, before the engine recorded it
-        return json.loads((run_dir / RESULTS_FILE).read_text())
+    results = run_dir / RESULTS_FILE
+    if results.exists():  # finished just before an interrupt, before the engine recorded it
+        try:
+            return json.loads(results.read_text())
+        except ValueError as error:  # damaged (e.g. truncated by a crash of an older version): not finished
+            results.replace(results.with_name(results.name + ".damaged"))
+            print(f"ignored {results} ({error}); the run continues from its checkpoint or starts again",
+                  file=sys.stderr)
     if AgentRun.can_resume(run_dir):
         run = ExperimentRun.resume(run_dir)
     else:
