@@ -37,7 +37,7 @@ def test_bandit_run_writes_tensorboard_tags_model_and_results(tmp_path):
     assert results["params"] == results["trainable_params"] > 0 and results["steps_per_s"] > 0
     assert results["updates"] == 128 // 8 and results["resumes"] == []  # one A2C update per 8-step rollout
     assert {p.name for p in run_dir.iterdir() if not p.name.startswith("events")} == {
-        "model.zip", "results.json", "progress.csv"}  # the resume checkpoint is gone once the run has finished
+        "model.zip", "results.json", "progress.csv", "config.json"}  # the resume checkpoint is gone once the run has finished
 
     events = EventAccumulator(str(run_dir)).Reload()
     scalars = set(events.Tags()["scalars"])

@@ -76,7 +76,7 @@ def test_predict_state_carries_memory_and_episode_start_clears_it():
         np.testing.assert_allclose(x, y, atol=1e-6)
     dist_mem = model.policy.get_distribution(torch.as_tensor(obs), model.policy.initial_state(1))
     assert dist_mem.distribution.probs.shape == (1, 2)
-    with pytest.raises(ValueError, match="state holds"):
+    with pytest.raises(ValueError, match="state.s keys have shape .* for 3 env"):
         model.predict(np.zeros((3, 2), dtype=np.float32), state, np.zeros(3, dtype=bool))
 
 
