@@ -19,7 +19,8 @@ Registered ids (see :data:`envs.registration.ENV_SPECS`):
   token-id missions (:mod:`envs.babyai`; :func:`make_babyai_env` takes any level id).
 
 Trajectories: the bot's demonstrations and episodes of other behaviour policies (:mod:`envs.demos`,
-:mod:`envs.behaviour`), stored as npz shards (:mod:`envs.trajectories`).
+:mod:`envs.behaviour`), stored as npz shards (:mod:`envs.trajectories`) and written to / read from Minari datasets
+(:mod:`envs.minari_io`).
 
 The bandit and BabyAI names are imported lazily (on first attribute access), so ``import envs`` imports
 neither ``lab`` (torch) nor minigrid.

@@ -67,12 +67,17 @@ class Episode:
         return is_success(self.step_reward[-1], self.terminated)
 
 
-
 def write_shard(path: Path, episodes: Sequence[Episode], tokenizer: MissionTokenizer) -> None:
     """One shard file (format :data:`FORMAT_VERSION`) holding ``episodes``, written atomically."""
+    arrays = episode_arrays(episodes, tokenizer)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def episode_arrays(episodes: Sequence[Episode], tokenizer: MissionTokenizer) -> dict[str, np.ndarray]:
+    """The arrays of a shard (the module docstring) holding ``episodes``."""
     if tokenizer.vocab_size > 256:
         raise ValueError("mission ids are stored as uint8; the vocabulary has grown past 256 words")
-    arrays = {
+    return {
         "image": np.concatenate([e.image for e in episodes]),
         "direction": np.concatenate([e.direction for e in episodes]),
         "action": np.concatenate([e.action for e in episodes]),
@@ -89,7 +94,6 @@ def write_shard(path: Path, episodes: Sequence[Episode], tokenizer: MissionToken
         "last_image": np.stack([e.last_image for e in episodes]).astype(np.uint8, copy=False),
         "last_direction": np.array([e.last_direction for e in episodes], dtype=np.uint8),
     }
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_shard(path: Path) -> dict[str, np.ndarray]:
@@ -286,7 +290,11 @@ def load_demos(out: str | os.PathLike, max_episodes: int | None = None) -> DemoS
         remaining -= n_episodes
     if not parts["length"]:
         raise ValueError(f"{out} holds no episodes")
-    data = {key: np.concatenate(value) for key, value in parts.items()}
+    return demos_from_arrays({key: np.concatenate(value) for key, value in parts.items()}, manifest)
+
+
+def demos_from_arrays(data: dict[str, np.ndarray], manifest: dict[str, Any]) -> DemoSet:
+    """A DemoSet from the arrays of a shard (or of several, concatenated): :func:`episode_arrays`' output."""
     episodes = {key: data.get(key) for key in _EPISODE_FIELDS}
     episodes["mission"] = data["mission"].astype(np.int64)
     return _build({key: data[key] for key in PER_STEP}, episodes, manifest)
