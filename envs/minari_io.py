@@ -160,24 +160,35 @@ def read_minari(dataset: str | minari.MinariDataset, max_episodes: int | None = 
     Raises:
         SpaceMismatchError: the dataset's spaces or values do not fit (the message names the space).
     """
-    dataset = minari.load_dataset(dataset) if isinstance(dataset, str) else dataset
+    dataset = open_minari(dataset) if isinstance(dataset, str) else dataset
     tokenizer = MissionTokenizer(max_len)
     episodes = _read_episodes(dataset, max_episodes, tokenizer)
     return demos_from_arrays(episode_arrays(episodes, tokenizer), _cache_manifest(dataset, tokenizer, episodes))
 
 
-def load_minari(dataset_id: str, *, max_episodes: int | None = None, cache_root: str | os.PathLike = CACHE_ROOT,
-                download: bool = False) -> DemoSet:
-    """The Minari dataset ``dataset_id`` as a DemoSet, through a shard cache in ``cache_root``: the first call
-    decodes it into shards, later calls load those (docs/ARCHITECTURE.md: about 20x faster), until the dataset's
-    metadata changes. ``download``: fetch the dataset from Minari's server when it is not local (needs internet).
+def open_minari(dataset: str | os.PathLike, download: bool = False) -> minari.MinariDataset:
+    """A Minari dataset by id (under ``MINARI_DATASETS_PATH``) or by its directory (the one holding ``data/``, or
+    ``data/`` itself: a dataset shipped somewhere else). ``download``: fetch an id Minari's server has when it is
+    not local (needs internet)."""
+    path = Path(dataset)
+    for data in (path / "data", path):
+        if (data / "metadata.json").is_file():
+            return minari.MinariDataset(data)
+    return minari.load_dataset(str(dataset), download=download)
+
+
+def load_minari(dataset: str | os.PathLike, *, max_episodes: int | None = None,
+                cache_root: str | os.PathLike = CACHE_ROOT, download: bool = False) -> DemoSet:
+    """A Minari dataset (an id or a directory: :func:`open_minari`) as a DemoSet, through a shard cache in
+    ``cache_root``: the first call decodes it into shards, later calls load those (hundreds of times faster:
+    docs/ARCHITECTURE.md), until the dataset's metadata changes.
 
     Raises:
         FileNotFoundError: no such dataset under ``MINARI_DATASETS_PATH`` (and ``download`` is off).
         SpaceMismatchError: the dataset's spaces or values do not fit (the message names the space).
     """
-    dataset = minari.load_dataset(dataset_id, download=download)
-    cache = Path(cache_root) / dataset_id.replace("/", "__")
+    dataset = open_minari(dataset, download)
+    cache = Path(cache_root) / dataset.id.replace("/", "__")
     manifest = read_manifest(cache)
     if manifest is None or manifest.get("fingerprint") != _fingerprint(dataset) or \
             manifest.get("format_version") != FORMAT_VERSION:

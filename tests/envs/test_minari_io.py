@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 
 import gymnasium as gym
-import minigrid  # noqa: F401  (registers the BabyAI levels)
 import minari
 import numpy as np
 import pytest
 from gymnasium import spaces
-from gymnasium.spaces.text import alphanumeric
 from minari.data_collector import EpisodeBuffer
 
 from envs.demos import collect_demos, collect_trajectories
@@ -46,7 +44,7 @@ def assert_same(a, b):
         np.testing.assert_array_equal(x, y, err_msg=key)
 
 
-def test_a_lab_dataset_passes_minaris_own_reading_api_and_round_trips_exactly(mixture, tmp_path):
+def test_a_lab_dataset_passes_minaris_own_reading_api_and_round_trips_exactly(mixture, tmp_path, minari_root):
     demos = concat_demos([load_demos(d) for d in mixture])
     write_minari("lab/grey/mixed-v0", mixture)
     assert "lab/grey/mixed-v0" in minari.list_local_datasets()
@@ -67,6 +65,7 @@ def test_a_lab_dataset_passes_minaris_own_reading_api_and_round_trips_exactly(mi
 
     assert_same(read_minari("lab/grey/mixed-v0"), demos)
     assert_same(load_minari("lab/grey/mixed-v0", cache_root=tmp_path / "cache"), demos)
+    assert_same(load_minari(minari_root / "lab/grey/mixed-v0", cache_root=tmp_path / "by-path"), demos)  # shipped
     assert read_minari(dataset, max_episodes=2).num_episodes == 2
 
 
@@ -98,39 +97,7 @@ def _buffer_of(demos) -> EpisodeBuffer:
         terminations=end & demos.terminated[0], truncations=end & demos.truncated[0], infos={})
 
 
-def minari_made_dataset(dataset_id: str, episodes: int = 3, seed: int = 0) -> minari.MinariDataset:
-    """A dataset made the way Minari's own BabyAI scripts make theirs (minigrid's raw env, its spaces with a Text
-    mission of Minari's charset, random actions), through minari.create_dataset_from_buffers, not the lab's writer
-    (Minari's DataCollector needs jax, which the lab does not install)."""
-    env = gym.make(LEVEL)
-    space = spaces.Dict({"direction": env.observation_space["direction"], "image": env.observation_space["image"],
-                         "mission": spaces.Text(256, charset=str(alphanumeric) + " ")})
-    rng = np.random.default_rng(seed)
-    buffers = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-        done = False
-        while not done:
-            action = int(rng.integers(3))  # left, right, forward
-            obs, reward, terminated, truncated, _ = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            terminations.append(terminated)
-            truncations.append(truncated)
-            done = terminated or truncated
-        stacked = {key: [o[key] for o in observations] for key in ("image", "direction", "mission")}
-        stacked["image"] = np.stack(stacked["image"])
-        stacked["direction"] = np.asarray(stacked["direction"])
-        buffers.append(EpisodeBuffer(seed=seed + i, observations=stacked, actions=actions, rewards=rewards,
-                                     terminations=terminations, truncations=truncations))
-    return minari.create_dataset_from_buffers(dataset_id, buffers, env=LEVEL, observation_space=space,
-                                              algorithm_name="random turns", author="test", author_email="t@t",
-                                              code_permalink="https://example.org")
-
-
-def test_a_dataset_made_with_minaris_own_tools_reads(tmp_path):
+def test_a_dataset_made_with_minaris_own_tools_reads(tmp_path, minari_made_dataset):
     dataset = minari_made_dataset("other/grey/random-v0")
     demos = load_minari("other/grey/random-v0", cache_root=tmp_path / "cache")
     assert demos.num_episodes == 3 and demos.num_steps == dataset.total_steps
