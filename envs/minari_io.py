@@ -180,7 +180,7 @@ def open_minari(dataset: str | os.PathLike, download: bool = False) -> minari.Mi
 def load_minari(dataset: str | os.PathLike, *, max_episodes: int | None = None,
                 cache_root: str | os.PathLike = CACHE_ROOT, download: bool = False) -> DemoSet:
     """A Minari dataset (an id or a directory: :func:`open_minari`) as a DemoSet, through a shard cache in
-    ``cache_root``: the first call decodes it into shards, later calls load those (hundreds of times faster:
+    ``cache_root``: the first call decodes it into shards, later calls load those (tens of times faster:
     docs/ARCHITECTURE.md), until the dataset's metadata changes.
 
     Raises:

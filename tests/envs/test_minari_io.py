@@ -155,3 +155,11 @@ def test_format_1_demos_cannot_be_written(tmp_path):
     object.__setattr__(old, "last_image", None)
     with pytest.raises(ValueError, match="no final observations"):
         write_minari("lab/old-v0", old)
+
+
+def test_cli_writes_directories_as_one_dataset(mixture, capsys):
+    from envs.minari_io import main
+
+    main([str(d) for d in mixture] + ["--id", "lab/grey/cli-v0"])
+    assert "lab/grey/cli-v0: 7 episodes" in capsys.readouterr().out
+    assert minari.load_dataset("lab/grey/cli-v0").total_episodes == 7

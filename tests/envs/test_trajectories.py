@@ -155,3 +155,16 @@ def test_format_1_directories_still_load(tmp_path):
     with pytest.raises(ValueError, match="format 1, which this code loads but cannot extend"):
         collect_demos(LEVEL, 8, tmp_path, shard_size=8, progress=False)
     assert episode_seed(0, 0) == int(old.seed[0])
+
+
+def test_cli_collects_any_policy_and_keeps_the_bots_failures_only_when_asked(tmp_path, capsys):
+    from envs.demos import main
+
+    main([LEVEL, "--episodes", "3", "--policy", "random", "--out", str(tmp_path / "random"), "--no-progress"])
+    assert "3 random episodes" in capsys.readouterr().out
+    assert read_manifest(tmp_path / "random")["successes_only"] is False
+    main([LEVEL, "--episodes", "2", "--all-episodes", "--out", str(tmp_path / "bot"), "--no-progress"])
+    assert read_manifest(tmp_path / "bot")["successes_only"] is False
+    with pytest.raises(SystemExit):
+        main([LEVEL, "--episodes", "2", "--policy", "expert", "--out", str(tmp_path / "x")])
+    assert "unknown behaviour policy 'expert'" in capsys.readouterr().err
