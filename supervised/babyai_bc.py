@@ -425,19 +425,27 @@ class BabyAIBCTask(Task):
                 "head_params": count_parameters(model.head)}
 
     def final_metrics(self, model: nn.Module, data: TaskData, evaluate: Evaluate) -> dict[str, float]:
-        d, e = self.config.data, self.config.eval
-        result = evaluate_policy(model, d.level, e.episodes, action_history=d.action_history, seed=e.seed,
-                                 exclude_seeds=self.demo_seeds(), greedy=e.greedy, num_envs=e.num_envs)
+        result = self.play(model)
         self.rollouts.append(result)
         return result.metrics()
+
+    def play(self, model: nn.Module) -> RolloutResult:
+        """Rollouts of ``model`` with the config's evaluation protocol, in episodes the data never saw."""
+        d, e = self.config.data, self.config.eval
+        return evaluate_policy(model, d.level, e.episodes, action_history=d.action_history, seed=e.seed,
+                               exclude_seeds=self.demo_seeds(), greedy=e.greedy, num_envs=e.num_envs)
+
+    def export_encoder_and_rollouts(self, model: nn.Module, run_dir: Path) -> None:
+        """``encoder.pt`` (the plain state dict of ``model.encoder``, a FusionTransformer: it loads into an RL
+        policy's fusion encoder) and ``rollouts.json`` (every evaluation episode, final model then best.pt)."""
+        atomic_torch_save(model.encoder.state_dict(), run_dir / ENCODER_FILE)
+        write_json(run_dir / ROLLOUTS_FILE, {label: r.to_dict() for label, r in zip(("final", "best"), self.rollouts)})
 
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, Any]:
         """``encoder.pt`` / ``head.pt`` (plain state dicts of the final model's FusionTransformer and head),
         ``rollouts.json`` (every evaluation episode); returns the demos used and the paper's reference."""
-        atomic_torch_save(model.encoder.state_dict(), run_dir / ENCODER_FILE)
+        self.export_encoder_and_rollouts(model, run_dir)
         atomic_torch_save(model.head.state_dict(), run_dir / HEAD_FILE)
-        labels = ("final", "best")
-        write_json(run_dir / ROLLOUTS_FILE, {label: r.to_dict() for label, r in zip(labels, self.rollouts)})
         encoder_config = model.encoder.config
         return {
             **self.demo_info,
@@ -453,13 +461,19 @@ class BabyAIBCTask(Task):
 # ------------------------------------------------------------------------------------------------ trained runs
 def load_bc_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[BCPolicy, BabyAIBCConfig]:
     """The policy and config of a ``babyai_bc`` checkpoint, or of a run directory (its ``last.pt``)."""
+    return load_trained(path, BabyAIBCTask, map_location)
+
+
+def load_trained(path: str | Path, task: type[BabyAIBCTask],
+                 map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """The model and config of a checkpoint of ``task`` (BC's, DT's), or of a run directory (its ``last.pt``)."""
     checkpoint = load_checkpoint(resolve_checkpoint(path), map_location)
-    if checkpoint["task"] != BabyAIBCTask.name:
-        raise ConfigError(f"{path} is a {checkpoint['task']!r} checkpoint, not {BabyAIBCTask.name!r}")
-    config = config_from_dict(BabyAIBCConfig, checkpoint["experiment"])
-    policy = BCPolicy(config.model, config.data.action_history)
-    policy.load_state_dict(checkpoint["model"])
-    return policy.to(map_location), config
+    if checkpoint["task"] != task.name:
+        raise ConfigError(f"{path} is a {checkpoint['task']!r} checkpoint, not {task.name!r}")
+    config = config_from_dict(task.config_class, checkpoint["experiment"])
+    model = task(config).build_model()
+    model.load_state_dict(checkpoint["model"])
+    return model.to(map_location), config
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int | None = None, *, greedy: bool | None = None,

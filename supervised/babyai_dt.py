@@ -37,17 +37,16 @@ from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
 from envs.evaluation import EVAL_SEED, RolloutResult, StatefulAct, choose_actions
 from envs.tokenizer import DEFAULT_MAX_LEN, PAD_ID
 from envs.trajectories import DemoSet
-from lab import tags
 from lab.decision_transformer import DecisionTransformer, DecisionTransformerConfig
 from lab.fusion import FusionConfig, FusionTransformer
-from lab.io import atomic_torch_save, write_json
+from lab.io import atomic_torch_save
 from lab.layers import TransformerConfig
 from lab.runtime import count_parameters
-from supervised.babyai_bc import (ENCODER_FILE, ROLLOUTS_FILE, BCDataConfig, BCEvalConfig, BCModelConfig, data_info,
-                                  data_label, dataset_seeds, load_bc_demos, play_level, training_episodes)
-from supervised.checkpoint import load_checkpoint, resolve_checkpoint
-from supervised.configs import ConfigError, TrainConfig, config_from_dict
-from supervised.task import IGNORE_INDEX, Evaluate, InMemoryDataset, Task, TaskData
+from supervised.babyai_bc import (ENCODER_FILE, ROLLOUTS_FILE, BabyAIBCTask, BCDataConfig, BCEvalConfig, BCModelConfig,
+                                  data_info, dataset_seeds, load_bc_demos, load_trained, play_level,
+                                  training_episodes)
+from supervised.configs import ConfigError, TrainConfig
+from supervised.task import IGNORE_INDEX, InMemoryDataset, TaskData
 
 DT_FILE = "decision_transformer.pt"
 
@@ -272,23 +271,17 @@ def evaluate_dt(model: BabyAIDecisionTransformer, level: str, episodes: int = 50
 
 
 # ---------------------------------------------------------------------------------------------------------- task
-class BabyAIDTTask(Task):
+class BabyAIDTTask(BabyAIBCTask):
     """Cross-entropy on the logged actions at every step of a window; the final metric is the success rate of
-    rollouts at the target return."""
+    rollouts at the target return. BC's task otherwise: the same data options, run names and unseen evaluation
+    seeds."""
 
     name = "babyai_dt"
     config_class = BabyAIDTConfig
-    final_metric_tags = {key: tags.EVAL_TAGS[key] for key in ("success_rate", "mean_return")}
 
     def __init__(self, config: BabyAIDTConfig | None = None) -> None:
         super().__init__(config)
-        self.data_info: dict[str, Any] = {}
-        self.rollouts: list[RolloutResult] = []
-        self.best_return = 1.0
-        self._seeds: set[int] | None = None
-
-    def run_label(self) -> str:
-        return data_label(self.config.data)
+        self.best_return = 1.0  # of the training episodes: the default return to ask for
 
     def load_data(self) -> TaskData:
         d, k = self.config.data, self.config.model.context
@@ -303,17 +296,11 @@ class BabyAIDTTask(Task):
         val = dt_windows(kept.select(np.arange(kept.num_episodes - n_val, kept.num_episodes)), k,
                          d.action_history) if n_val else None
         self.best_return = float(train_episodes.reward.max())
-        self._seeds = dataset_seeds(demos)
+        self._demo_seeds = dataset_seeds(demos)
         self.rollouts = []
-        self.data_info = {**data_info(d, demos, kept, n_val), "train_transitions": train_episodes.num_steps,
+        self.demo_info = {**data_info(d, demos, kept, n_val), "train_transitions": train_episodes.num_steps,
                           "train_windows": len(train), "best_return": self.best_return}
         return TaskData(train, val)
-
-    def demo_seeds(self) -> set[int]:
-        """Reset seeds of the episodes this config's data holds; evaluation episodes exclude them."""
-        if self._seeds is None:
-            self._seeds = dataset_seeds(load_bc_demos(self.config.data, progress=False))
-        return self._seeds
 
     def build_model(self) -> nn.Module:
         model = BabyAIDecisionTransformer(self.config.model, self.config.data.action_history)
@@ -323,21 +310,19 @@ class BabyAIDTTask(Task):
     def describe_model(self, model: nn.Module) -> dict[str, int | float]:
         return {"params": count_parameters(model), "encoder_params": count_parameters(model.encoder)}
 
-    def final_metrics(self, model: nn.Module, data: TaskData, evaluate: Evaluate) -> dict[str, float]:
+    def play(self, model: nn.Module) -> RolloutResult:
+        """Rollouts of ``model`` asking for ``eval.target_return``, in episodes the data never saw."""
         d, e = self.config.data, self.config.eval
-        result = evaluate_dt(model, d.level, e.episodes, target_return=e.target_return, seed=e.seed,
-                             exclude_seeds=self.demo_seeds(), greedy=e.greedy, num_envs=e.num_envs)
-        self.rollouts.append(result)
-        return result.metrics()
+        return evaluate_dt(model, d.level, e.episodes, target_return=e.target_return, seed=e.seed,
+                           exclude_seeds=self.demo_seeds(), greedy=e.greedy, num_envs=e.num_envs)
 
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, Any]:
         """``encoder.pt`` (the states' FusionTransformer, as BC's), ``decision_transformer.pt`` (the whole model's
         state dict) and ``rollouts.json``; returns the data used and the return asked for."""
-        atomic_torch_save(model.encoder.state_dict(), run_dir / ENCODER_FILE)
+        self.export_encoder_and_rollouts(model, run_dir)
         atomic_torch_save(model.state_dict(), run_dir / DT_FILE)
-        write_json(run_dir / ROLLOUTS_FILE, {label: r.to_dict() for label, r in zip(("final", "best"), self.rollouts)})
         target = self.config.eval.target_return
-        return {**self.data_info, "target_return": self.best_return if target is None else target,
+        return {**self.demo_info, "target_return": self.best_return if target is None else target,
                 "eval_seed": self.config.eval.seed, "encoder_file": ENCODER_FILE, "model_file": DT_FILE,
                 "rollouts_file": ROLLOUTS_FILE}
 
@@ -345,10 +330,4 @@ class BabyAIDTTask(Task):
 def load_dt(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[BabyAIDecisionTransformer,
                                                                                   BabyAIDTConfig]:
     """The model and config of a ``babyai_dt`` checkpoint, or of a run directory (its ``last.pt``)."""
-    checkpoint = load_checkpoint(resolve_checkpoint(path), map_location)
-    if checkpoint["task"] != BabyAIDTTask.name:
-        raise ConfigError(f"{path} is a {checkpoint['task']!r} checkpoint, not {BabyAIDTTask.name!r}")
-    config = config_from_dict(BabyAIDTConfig, checkpoint["experiment"])
-    model = BabyAIDecisionTransformer(config.model, config.data.action_history)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(map_location), config
+    return load_trained(path, BabyAIDTTask, map_location)
