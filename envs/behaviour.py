@@ -95,7 +95,12 @@ class RandomPolicy(BehaviourPolicy):
 
 
 class CallablePolicy(BehaviourPolicy):
-    """``act(batch) -> actions`` on a batch of one observation, e.g. a trained RL policy.
+    """``act(batch) -> actions`` on a batch of one observation, e.g. a trained RL policy. An SB3 checkpoint
+    trained on ``make_babyai_env(level, action_history=4)`` (built by the caller: envs never imports agents)::
+
+        model = PPO.load(path, device="cpu")
+        policy = CallablePolicy(lambda batch: model.predict(batch, deterministic=False)[0], "ppo-20k",
+                                action_history=4, reseed=torch.manual_seed)
 
     Args:
         act: stacked observations (each value with a leading batch axis of 1) -> a sequence of one action.

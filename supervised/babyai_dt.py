@@ -8,7 +8,9 @@ Data: the episodes :func:`supervised.babyai_bc.load_bc_demos` loads (bot demos o
 ``data.top_fraction`` filters them as for %BC), cut into windows of ``model.context`` (K) consecutive steps of one
 episode: steps 0..K-1, K..2K-1, ... (the last window of an episode shorter, padded on the right). Every step is a
 label exactly once per epoch, as in BC, and costs one state encoding (padding costs none); the loss is the
-cross-entropy of the action at every real step of a window (the trainer's sequence targets).
+cross-entropy of the action at every real step of a window (the trainer's sequence targets). Acting slides the
+window one step at a time, so from step K on its windows start anywhere, not only at multiples of K; overlapping
+training windows would match that, at K times the cost per label.
 
 Model: :class:`BabyAIDecisionTransformer`, ``lab.DecisionTransformer`` over the returns-to-go, the states and the
 actions, each state encoded by the fusion encoder BC and the RL agents use (view, direction, mission: a plain
