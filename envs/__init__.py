@@ -18,6 +18,10 @@ Registered ids (see :data:`envs.registration.ENV_SPECS`):
 - ``lab/BabyAI-GoToRedBallGrey-v0``, ``lab/BabyAI-GoToRedBall-v0``, ``lab/BabyAI-GoToLocal-v0``: BabyAI with
   token-id missions (:mod:`envs.babyai`; :func:`make_babyai_env` takes any level id).
 
+Trajectories: the bot's demonstrations and episodes of other behaviour policies (:mod:`envs.demos`,
+:mod:`envs.behaviour`), stored as npz shards (:mod:`envs.trajectories`) and written to / read from Minari datasets
+(:mod:`envs.minari_io`).
+
 The bandit and BabyAI names are imported lazily (on first attribute access), so ``import envs`` imports
 neither ``lab`` (torch) nor minigrid.
 """
@@ -44,9 +48,15 @@ _LAZY = {
     "is_success": "envs.babyai",
     "make_babyai_env": "envs.babyai",
     "silence_stdout": "envs.babyai",
-    "DemoSet": "envs.demos",
     "collect_demos": "envs.demos",
-    "load_demos": "envs.demos",
+    "collect_trajectories": "envs.demos",
+    "BotPolicy": "envs.behaviour",
+    "CallablePolicy": "envs.behaviour",
+    "RandomPolicy": "envs.behaviour",
+    "DemoSet": "envs.trajectories",
+    "concat_demos": "envs.trajectories",
+    "load_demos": "envs.trajectories",
+    "top_episodes": "envs.trajectories",
 }
 
 __all__ = [

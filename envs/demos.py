@@ -1,153 +1,90 @@
-"""Expert demonstrations for BabyAI from minigrid's scripted bot: collect, store, resume, load.
+"""BabyAI episodes of a behaviour policy, the bot's demonstrations first: collect, resume (the store and the
+loaded :class:`~envs.trajectories.DemoSet` are :mod:`envs.trajectories`'; Minari datasets: :mod:`envs.minari_io`).
 
 Usage::
 
     python -m envs.demos BabyAI-GoToRedBallGrey-v0 --episodes 1000 --out data/demos/GoToRedBallGrey
+    python -m envs.demos BabyAI-GoToRedBallGrey-v0 --episodes 2700 --policy random --out data/mixed/random
 
-Attempt ``i`` of a collection resets the level with ``episode_seed(base_seed, i)``; the bot
-(``minigrid.utils.baby_ai_bot.BabyAIBot``) plays it and only successful episodes are kept (failures are
-counted in the manifest). The same call therefore always yields the same demos, and a collection can be
-extended: re-running with more ``--episodes`` continues after the last stored episode (the last, partly
+Attempt ``i`` of a collection resets the level with ``episode_seed(base_seed, i)``; a behaviour policy
+(:mod:`envs.behaviour`: the bot, the bot with random actions, a random policy, any callable) plays it with a
+generator seeded from that seed. Demonstrations (:func:`collect_demos`: the bot, ``successes_only``) keep the
+successful episodes only (failures are counted in the manifest); other collections keep every episode the
+policy finished, with its return. The same call therefore always yields the same episodes, and a collection
+can be extended: re-running with more ``--episodes`` continues after the last stored episode (the last, partly
 filled shard is rewritten with more episodes), re-running with the same count does nothing, and a directory
-collected with another level, seed, shard size, vocabulary or minigrid version is refused.
-
-Layout of ``out/`` (format version 1): ``manifest.json`` and shards ``shard_00000.npz``, ... of
-``shard_size`` episodes each (the last may hold fewer). Every file is written to a temporary name and
-``os.replace``-d, so a crash leaves the previous complete state. A shard holds
-
-- per step (N = total steps, observation *before* the action): ``image`` uint8 (N, 7, 7, 3) raw symbolic
-  encoding, ``direction`` uint8 (N,), ``action`` uint8 (N,);
-- per episode (E): ``length`` int32, ``seed`` int64, ``attempt`` int64, ``reward`` float32, ``mission``
-  uint8 (E, max_len) token ids of :mod:`envs.tokenizer`, ``mission_text`` str.
-
-:func:`load_demos` concatenates the shards into a :class:`DemoSet`.
+collected with another level, policy, seed, shard size, vocabulary or minigrid version is refused.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import importlib.metadata
-import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from minigrid.utils.baby_ai_bot import BabyAIBot
 from tqdm.auto import tqdm
 
-from envs.babyai import NO_ACTION, is_success, silence_stdout
-from lab.io import TMP_SUFFIX, atomic_write
+from envs.babyai import make_babyai_env
+from envs.behaviour import POLICY_NAMES, BehaviourPolicy, BotPolicy, PolicyGaveUp, policy_from_name
 from envs.tokenizer import DEFAULT_MAX_LEN, VOCAB_HASH, VOCAB_VERSION, MissionTokenizer
+from envs.trajectories import FORMAT_VERSION, Episode, read_shard, shard_episodes, write_manifest, write_shard
+from envs.trajectories import DemoSet, load_demos, read_manifest  # noqa: F401  (callers import them from here)
+from lab.io import TMP_SUFFIX
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 DEFAULT_SHARD_SIZE = 1000  # ~6k steps, ~1 MB for GoToRedBallGrey: few files, little lost on a crash
 SEED_RULE = "int(np.random.SeedSequence([base_seed, attempt]).generate_state(1)[0])"
+POLICY_STREAM = 1  # a policy's draws in an episode come from np.random.default_rng([reset seed, POLICY_STREAM])
 # Fields that must match for a directory to be extended; anything else would mix incompatible data.
-IDENTITY_FIELDS = ("format_version", "level", "base_seed", "shard_size", "max_len", "vocab_version",
-                   "vocab_hash", "minigrid_version")
+IDENTITY_FIELDS = ("format_version", "level", "policy", "successes_only", "base_seed", "shard_size", "max_len",
+                   "vocab_version", "vocab_hash", "minigrid_version")
 
 
 def episode_seed(base_seed: int, attempt: int) -> int:
     """Reset seed of attempt ``attempt``: a 32-bit hash, so collections with nearby base seeds do not overlap."""
     return int(np.random.SeedSequence([base_seed, attempt]).generate_state(1)[0])
 
+def run_episode(env: gym.Env, policy: BehaviourPolicy, seed: int, attempt: int = 0) -> tuple[Episode | None, str]:
+    """Let ``policy`` play ``env`` (a :func:`envs.babyai.make_babyai_env` env) reset with ``seed``.
 
-@dataclass
-class Episode:
-    """One successful bot episode (T steps)."""
-
-    image: np.ndarray  # (T, 7, 7, 3) uint8
-    direction: np.ndarray  # (T,) uint8
-    action: np.ndarray  # (T,) uint8
-    mission_text: str
-    seed: int
-    attempt: int
-    reward: float
-
-
-def run_bot_episode(env: gym.Env, seed: int, attempt: int = 0) -> tuple[Episode | None, str]:
-    """Let the bot play the level reset with ``seed``; returns ``(episode, "success")`` or ``(None, reason)``."""
-    with silence_stdout():
-        obs, _ = env.reset(seed=seed)
-    bot = BabyAIBot(env.unwrapped)
-    images, directions, actions = [], [], []
+    Returns ``(episode, outcome)``: outcome "success", "failure" (ended by the level) or "timeout" (its step
+    limit), or ``(None, reason)`` when the policy gave up (:class:`envs.behaviour.PolicyGaveUp`).
+    """
+    obs, _ = env.reset(seed=seed)
+    policy.start(env, np.random.default_rng([seed, POLICY_STREAM]))
+    images, directions, actions, rewards = [], [], [], []
     while True:
         try:
-            action = int(bot.replan())
-        except Exception as error:  # the bot asserts on situations it cannot handle (e.g. KeyInBox)
-            return None, f"bot {type(error).__name__}"
+            action = policy.act(obs)
+        except PolicyGaveUp as reason:
+            return None, str(reason)
         images.append(obs["image"])
         directions.append(obs["direction"])
         actions.append(action)
         obs, reward, terminated, truncated, _ = env.step(action)
+        rewards.append(float(reward))
         if terminated or truncated:
             break
-    if not is_success(reward, terminated):
-        return None, "timeout" if truncated and not terminated else "failure"
     episode = Episode(
         image=np.stack(images).astype(np.uint8, copy=False),
         direction=np.asarray(directions, dtype=np.uint8),
         action=np.asarray(actions, dtype=np.uint8),
-        mission_text=obs["mission"],
+        step_reward=np.asarray(rewards, dtype=np.float64),
+        mission_text=env.unwrapped.mission,
         seed=seed,
         attempt=attempt,
-        reward=float(reward),
+        terminated=bool(terminated),
+        truncated=bool(truncated),
+        source=policy.name,
+        last_image=np.asarray(obs["image"], dtype=np.uint8),
+        last_direction=int(obs["direction"]),
     )
-    return episode, "success"
-
-
-def _write_shard(path: Path, episodes: list[Episode], tokenizer: MissionTokenizer) -> None:
-    if tokenizer.vocab_size > 256:
-        raise ValueError("mission ids are stored as uint8; the vocabulary has grown past 256 words")
-    arrays = {
-        "image": np.concatenate([e.image for e in episodes]),
-        "direction": np.concatenate([e.direction for e in episodes]),
-        "action": np.concatenate([e.action for e in episodes]),
-        "length": np.array([len(e.action) for e in episodes], dtype=np.int32),
-        "seed": np.array([e.seed for e in episodes], dtype=np.int64),
-        "attempt": np.array([e.attempt for e in episodes], dtype=np.int64),
-        "reward": np.array([e.reward for e in episodes], dtype=np.float32),
-        "mission": tokenizer.encode_batch([e.mission_text for e in episodes]).astype(np.uint8),
-        "mission_text": np.array([e.mission_text for e in episodes], dtype=str),
-    }
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-
-
-def _read_shard(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _shard_episodes(arrays: dict[str, np.ndarray]) -> list[Episode]:
-    """Split a stored shard back into episodes (used to extend a partly filled last shard)."""
-    bounds = np.concatenate([[0], np.cumsum(arrays["length"])])
-    return [
-        Episode(
-            image=arrays["image"][a:b], direction=arrays["direction"][a:b], action=arrays["action"][a:b],
-            mission_text=str(arrays["mission_text"][i]), seed=int(arrays["seed"][i]),
-            attempt=int(arrays["attempt"][i]), reward=float(arrays["reward"][i]),
-        )
-        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
-    ]
-
-
-def read_manifest(out: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest of a demo directory, or None if it has none yet."""
-    path = Path(out) / MANIFEST
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
-
-
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    _summarize(manifest)
-    text = json.dumps(manifest, indent=1)
-    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
+    outcome = "success" if episode.success else "timeout" if truncated and not terminated else "failure"
+    return episode, outcome
 
 
 def _summarize(manifest: dict[str, Any]) -> None:
@@ -164,13 +101,17 @@ def _summarize(manifest: dict[str, Any]) -> None:
         failed_seeds=[episode_seed(manifest["base_seed"], a) for a in failed],
     )
     manifest["success_rate"] = manifest["episodes"] / max(manifest["attempts"], 1)
+    # Of the stored episodes (all successes in a demo directory): what the collection is worth as data.
+    manifest["stored_success_rate"] = sum(s["successes"] for s in shards) / max(manifest["episodes"], 1)
+    manifest["mean_return"] = sum(s["return_sum"] for s in shards) / max(manifest["episodes"], 1)
 
 
-def _identity(level: str, base_seed: int, shard_size: int, max_len: int) -> dict[str, Any]:
+def _identity(level: str, policy: str, successes_only: bool, base_seed: int, shard_size: int,
+              max_len: int) -> dict[str, Any]:
     return {
-        "format_version": FORMAT_VERSION, "level": level, "base_seed": base_seed, "shard_size": shard_size,
-        "max_len": max_len, "vocab_version": VOCAB_VERSION, "vocab_hash": VOCAB_HASH,
-        "minigrid_version": importlib.metadata.version("minigrid"),
+        "format_version": FORMAT_VERSION, "level": level, "policy": policy, "successes_only": successes_only,
+        "base_seed": base_seed, "shard_size": shard_size, "max_len": max_len, "vocab_version": VOCAB_VERSION,
+        "vocab_hash": VOCAB_HASH, "minigrid_version": importlib.metadata.version("minigrid"),
     }
 
 
@@ -184,37 +125,65 @@ def collect_demos(
     max_failures: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Collect ``episodes`` successful bot demos of ``level`` into ``out`` (resuming what is there).
+    """Collect ``episodes`` successful bot demos of ``level`` into ``out`` (resuming what is there): the bot's
+    successes only; see :func:`collect_trajectories` for the arguments."""
+    return collect_trajectories(level, episodes, out, BotPolicy(), seed=seed, successes_only=True,
+                                shard_size=shard_size, max_len=max_len, max_failures=max_failures, progress=progress)
+
+
+def collect_trajectories(
+    level: str,
+    episodes: int,
+    out: str | os.PathLike,
+    policy: BehaviourPolicy | str = "bot",
+    seed: int = 0,
+    successes_only: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    max_len: int = DEFAULT_MAX_LEN,
+    max_failures: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Collect ``episodes`` episodes of ``policy`` on ``level`` into ``out`` (resuming what is there).
 
     Args:
         level: a BabyAI level id, e.g. ``"BabyAI-GoToRedBallGrey-v0"``.
-        episodes: total number of successful demos wanted in ``out``.
+        episodes: total number of episodes wanted in ``out``.
         out: directory for ``manifest.json`` and the shards (created if missing).
+        policy: a :class:`envs.behaviour.BehaviourPolicy` or the name of a scripted one (bot, random,
+            bot-noiseP); its name labels every episode's ``source``.
         seed: base seed; attempt ``i`` resets with ``episode_seed(seed, i)``.
+        successes_only: keep successful episodes only (the bot's demonstrations); otherwise every episode the
+            policy finished is kept, failures and time-outs included, with its return.
         shard_size: episodes per shard file.
         max_len: padded mission length of the stored token ids.
-        max_failures: give up (after saving what was collected) once more attempts of this call failed;
-            default ``max(100, episodes)``, which stops levels the bot cannot solve (KeyInBox, PutNext*Carrying).
+        max_failures: give up (after saving what was collected) once more attempts of this call failed (were not
+            kept); default ``max(100, episodes)``, which stops levels the bot cannot solve (KeyInBox,
+            PutNext*Carrying).
         progress: show a tqdm bar.
 
     Returns:
         The manifest (also in ``out/manifest.json``).
 
     Raises:
-        ValueError: ``out`` holds demos of another level / seed / shard size / vocabulary / minigrid version.
+        ValueError: ``out`` holds episodes of another level / policy / seed / shard size / vocabulary / minigrid
+            version or format.
         RuntimeError: more than ``max_failures`` failed attempts.
     """
     if episodes < 0 or shard_size < 1:
         raise ValueError(f"need episodes >= 0 and shard_size >= 1, got {episodes} and {shard_size}")
+    policy = policy_from_name(policy) if isinstance(policy, str) else policy
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f".*{TMP_SUFFIX}"):  # left by a crash between writing and renaming
         stale.unlink()
-    identity = _identity(level, seed, shard_size, max_len)
+    identity = _identity(level, policy.name, successes_only, seed, shard_size, max_len)
     manifest = read_manifest(out)
     if manifest is None:
         manifest = {**identity, "seed_rule": SEED_RULE, "shards": []}
         _summarize(manifest)
+    elif manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{out} holds episodes of format {manifest.get('format_version')}, which this code loads "
+                         f"but cannot extend (it writes format {FORMAT_VERSION}); use another --out directory")
     else:
         mismatched = {k: (manifest.get(k), v) for k, v in identity.items() if manifest.get(k) != v}
         if mismatched:
@@ -234,7 +203,7 @@ def collect_demos(
         last = shards.pop()
         # Trust the manifest, not the file: a crash between rewriting a shard and the manifest leaves a file
         # with more episodes, and those later ones are re-collected identically anyway.
-        buffer = _shard_episodes(_read_shard(out / last["file"]))[: last["episodes"]]
+        buffer = shard_episodes(read_shard(out / last["file"]))[: last["episodes"]]
         failed, reasons = list(last["failed_attempts"]), list(last["failure_reasons"])
         first_attempt = last["first_attempt"]
         stored -= last["episodes"]
@@ -242,29 +211,32 @@ def collect_demos(
     def flush() -> None:
         nonlocal buffer, failed, reasons, first_attempt, stored
         name = f"shard_{len(shards):05d}.npz"
-        _write_shard(out / name, buffer, tokenizer)
+        write_shard(out / name, buffer, tokenizer)
         shards.append({
             "file": name, "episodes": len(buffer), "steps": int(sum(len(e.action) for e in buffer)),
             "first_attempt": first_attempt, "end_attempt": attempt,
             "failed_attempts": failed, "failure_reasons": reasons,
+            "successes": sum(e.success for e in buffer), "return_sum": float(sum(e.reward for e in buffer)),
         })
-        _write_manifest(out, manifest)
+        _summarize(manifest)
+        write_manifest(out, manifest)
         stored += len(buffer)
         buffer, failed, reasons, first_attempt = [], [], [], attempt
 
     max_failures = max(100, episodes) if max_failures is None else max_failures
     tokenizer = MissionTokenizer(max_len)
-    env = gym.make(level)
+    env = make_babyai_env(level, max_len=max_len, action_history=policy.action_history)
     run_failures: collections.Counter[str] = collections.Counter()
-    bar = tqdm(total=episodes, initial=stored + len(buffer), unit="demo", desc=level, disable=not progress)
+    bar = tqdm(total=episodes, initial=stored + len(buffer), unit="episode", desc=f"{level} {policy.name}",
+               disable=not progress)
     try:
         while stored + len(buffer) < episodes:
-            episode, reason = run_bot_episode(env, episode_seed(seed, attempt), attempt)
+            episode, outcome = run_episode(env, policy, episode_seed(seed, attempt), attempt)
             attempt += 1
-            if episode is None:
+            if episode is None or (successes_only and outcome != "success"):
                 failed.append(attempt - 1)
-                reasons.append(reason)
-                run_failures[reason] += 1
+                reasons.append(outcome)
+                run_failures[outcome] += 1
                 bar.set_postfix(failures=run_failures.total(), refresh=False)
                 if run_failures.total() > max_failures:
                     break
@@ -281,138 +253,52 @@ def collect_demos(
         env.close()
     if run_failures.total() > max_failures:
         raise RuntimeError(
-            f"the bot failed {run_failures.total()} attempts on {level} ({dict(run_failures)}), more than "
-            f"max_failures={max_failures}; it cannot solve KeyInBox or PutNext*Carrying. "
-            f"{stored} demos are saved in {out}"
+            f"{policy.name} failed {run_failures.total()} attempts on {level} ({dict(run_failures)}), more than "
+            f"max_failures={max_failures}; the bot cannot solve KeyInBox or PutNext*Carrying. "
+            f"{stored} episodes are saved in {out}"
         )
     return manifest
-
-
-@dataclass(frozen=True)
-class DemoSet:
-    """Concatenated demonstrations: N steps in E episodes, episodes in collection order.
-
-    ``image[t]``, ``direction[t]`` is what the agent saw before taking ``action[t]``; ``episode[t]`` is the
-    episode of step t, so ``mission[episode]`` (:meth:`step_mission`) gives each step its token ids.
-    """
-
-    image: np.ndarray  # (N, 7, 7, 3) uint8, raw symbolic encoding
-    direction: np.ndarray  # (N,) uint8 in 0..3
-    action: np.ndarray  # (N,) uint8, minigrid action ids
-    episode: np.ndarray  # (N,) int64 episode index of each step
-    episode_start: np.ndarray  # (E,) int64 first step of each episode
-    length: np.ndarray  # (E,) int64 steps per episode
-    seed: np.ndarray  # (E,) int64 reset seed reproducing each episode
-    mission: np.ndarray  # (E, max_len) int64 token ids (envs.tokenizer)
-    mission_text: np.ndarray  # (E,) str
-    reward: np.ndarray  # (E,) float32 final reward (> 0: every stored episode is a success)
-    manifest: dict[str, Any]
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.action)
-
-    @property
-    def num_episodes(self) -> int:
-        return len(self.length)
-
-    def step_mission(self) -> np.ndarray:
-        """Token ids per step, int64 (N, max_len)."""
-        return self.mission[self.episode]
-
-    def prev_actions(self, k: int) -> np.ndarray:
-        """The ``prev_actions`` observation of every step, int64 (N, k), as :class:`envs.babyai.BabyAIObservation`
-        with ``action_history=k`` would have shown it: slot j = the action j + 1 steps earlier in the same
-        episode, ``NO_ACTION`` before the episode start."""
-        out = np.full((self.num_steps, k), NO_ACTION, dtype=np.int64)
-        step_in_episode = np.arange(self.num_steps) - self.episode_start[self.episode]
-        for j in range(k):
-            seen = step_in_episode > j  # the action j + 1 steps back exists in this episode
-            out[seen, j] = self.action[np.flatnonzero(seen) - (j + 1)]
-        return out
-
-    def episode_slice(self, i: int) -> slice:
-        """Steps of episode ``i``: ``demos.action[demos.episode_slice(i)]``."""
-        start = int(self.episode_start[i])
-        return slice(start, start + int(self.length[i]))
-
-
-def load_demos(out: str | os.PathLike, max_episodes: int | None = None) -> DemoSet:
-    """Load the demos in ``out`` (all, or the first ``max_episodes``) as one :class:`DemoSet`.
-
-    Raises:
-        FileNotFoundError: no manifest or a missing shard.
-        ValueError: the demos were stored with another format or mission vocabulary than this code's.
-    """
-    out = Path(out)
-    manifest = read_manifest(out)
-    if manifest is None:
-        raise FileNotFoundError(f"no {MANIFEST} in {out}; collect demos with `python -m envs.demos LEVEL ...`")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ValueError(f"{out} has demo format {manifest['format_version']}, this code reads {FORMAT_VERSION}")
-    if (manifest["vocab_version"], manifest["vocab_hash"]) != (VOCAB_VERSION, VOCAB_HASH):
-        raise ValueError(
-            f"{out} was tokenized with vocabulary v{manifest['vocab_version']} ({manifest['vocab_hash']}), "
-            f"this code uses v{VOCAB_VERSION} ({VOCAB_HASH}); re-collect the demos"
-        )
-    keys = ("image", "direction", "action", "length", "seed", "reward", "mission", "mission_text")
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
-    remaining = manifest["episodes"] if max_episodes is None else min(max_episodes, manifest["episodes"])
-    for shard in manifest["shards"]:
-        if remaining <= 0:
-            break
-        arrays = _read_shard(out / shard["file"])
-        n_episodes = min(shard["episodes"], remaining)  # the manifest is authoritative (see collect_demos)
-        n_steps = int(arrays["length"][:n_episodes].sum())
-        for key in keys:
-            per_step = key in ("image", "direction", "action")
-            parts[key].append(arrays[key][: n_steps if per_step else n_episodes])
-        remaining -= n_episodes
-    if not parts["length"]:
-        raise ValueError(f"{out} holds no episodes")
-    data = {key: np.concatenate(value) for key, value in parts.items()}
-    length = data["length"].astype(np.int64)
-    return DemoSet(
-        image=data["image"],
-        direction=data["direction"],
-        action=data["action"],
-        episode=np.repeat(np.arange(len(length)), length),
-        episode_start=np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64),
-        length=length,
-        seed=data["seed"],
-        mission=data["mission"].astype(np.int64),
-        mission_text=data["mission_text"],
-        reward=data["reward"],
-        manifest=manifest,
-    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m envs.demos",
-        description="Collect (or extend) successful BabyAI bot demonstrations into .npz shards + manifest.json.",
+        description="Collect (or extend) BabyAI episodes of a behaviour policy into .npz shards + manifest.json: "
+                    "the bot's successful demonstrations by default.",
     )
     parser.add_argument("level", help="BabyAI level id, e.g. BabyAI-GoToRedBallGrey-v0")
-    parser.add_argument("--episodes", type=int, required=True, help="total successful demos wanted in --out")
+    parser.add_argument("--episodes", type=int, required=True, help="total episodes wanted in --out")
     parser.add_argument("--out", required=True, help="output directory (re-run with more episodes to extend)")
+    parser.add_argument("--policy", default="bot", help=f"behaviour policy: {POLICY_NAMES}")
+    parser.add_argument("--all-episodes", action="store_true",
+                        help="keep every episode with its return (default for policies other than the bot: the "
+                             "bot keeps its successes only, as demonstrations)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; attempt i resets with a seed derived from it")
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="episodes per .npz shard")
     parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, help="padded mission length")
     parser.add_argument("--max-failures", type=int, default=None, help="give up after this many failed attempts")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    try:
+        policy = policy_from_name(args.policy)
+    except ValueError as error:
+        parser.error(str(error))
+    successes_only = args.policy == "bot" and not args.all_episodes
 
     before = read_manifest(args.out)
     start = time.perf_counter()
-    manifest = collect_demos(
-        args.level, args.episodes, args.out, seed=args.seed, shard_size=args.shard_size, max_len=args.max_len,
-        max_failures=args.max_failures, progress=not args.no_progress,
+    manifest = collect_trajectories(
+        args.level, args.episodes, args.out, policy, seed=args.seed, successes_only=successes_only,
+        shard_size=args.shard_size, max_len=args.max_len, max_failures=args.max_failures,
+        progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
     new_attempts = manifest["attempts"] - (before["attempts"] if before else 0)
+    kind = "demos" if successes_only else f"{policy.name} episodes"
     print(
-        f"{manifest['level']}: {manifest['episodes']} demos, {manifest['steps']} steps in "
-        f"{len(manifest['shards'])} shards at {args.out}; {manifest['failures']} failed attempts "
+        f"{manifest['level']}: {manifest['episodes']} {kind}, {manifest['steps']} steps in "
+        f"{len(manifest['shards'])} shards at {args.out}; mean return {manifest['mean_return']:.3f}, "
+        f"{manifest['stored_success_rate']:.1%} successes; {manifest['failures']} failed attempts "
         f"({manifest['failure_reasons'] or 'none'}); this run: {new_attempts} attempts in {seconds:.1f} s "
         f"({new_attempts / max(seconds, 1e-9):.0f} episodes/s)"
     )

@@ -125,13 +125,18 @@ def evaluate(make_env: Callable[[], gym.Env], act: Act | StatefulAct, episodes: 
 class StatefulAct:
     """An actor with memory (an LSTM's state, a transformer's episode memory): :func:`play` calls
     ``reset(n)`` before a group of ``n`` episodes, then ``act(observations, episode_start)`` on every env of the
-    group each step (finished ones included, their actions ignored), so the state keeps one row per env."""
+    group each step (finished ones included, their actions ignored), so the state keeps one row per env, and
+    ``observe(rewards)`` after each step with every env's reward (0 for envs already finished)."""
 
     def reset(self, n: int) -> None:
         raise NotImplementedError
 
     def __call__(self, observations: Any, episode_start: np.ndarray) -> Sequence[Any]:
         raise NotImplementedError
+
+    def observe(self, rewards: np.ndarray) -> None:
+        """The rewards (n,) of the actions just taken; an actor conditioned on returns (a Decision Transformer)
+        subtracts them from the return it still asks for. Default: ignored."""
 
 
 def play(envs: Sequence[gym.Env], act: Act | StatefulAct, seeds: Sequence[int]) -> list[EpisodeResult]:
@@ -154,16 +159,19 @@ def play(envs: Sequence[gym.Env], act: Act | StatefulAct, seeds: Sequence[int]) 
             chosen = act(stack([observations[i] for i in active]))
         if len(chosen) != len(active):
             raise ValueError(f"act returned {len(chosen)} actions for {len(active)} observations")
-        running = []
+        running, rewards = [], np.zeros(len(seeds))
         for i, action in zip(active, chosen):
             obs, reward, terminated, truncated, info = envs[i].step(action)
             actions[i].append(action)
             returns[i] += float(reward)
+            rewards[i] = float(reward)
             if terminated or truncated:
                 success[i] = bool(info["is_success"]) if "is_success" in info else None
             else:
                 observations[i] = obs
                 running.append(i)
+        if stateful:
+            act.observe(rewards)
         active = running
     return [EpisodeResult(s, success[i], len(actions[i]), returns[i], tuple(actions[i])) for i, s in enumerate(seeds)]
 
@@ -191,12 +199,18 @@ def logits_actor(logits: Callable[[Any], Tensor], greedy: bool, seed: int,
             batch = torch.as_tensor(observations).to(device)
         with torch.no_grad():
             scores = logits(batch)
-        if generator is None:
-            return scores.argmax(dim=-1).tolist()
-        probs = torch.softmax(scores.float().cpu(), dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
+        return choose_actions(scores, generator)
 
     return act
+
+
+def choose_actions(scores: Tensor, generator: torch.Generator | None) -> list[int]:
+    """The action rule over logits (B, A): argmax when ``generator`` is None, else one draw per row from their
+    softmax with that (CPU) generator."""
+    if generator is None:
+        return scores.argmax(dim=-1).tolist()
+    probs = torch.softmax(scores.float().cpu(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
 
 
 def bandit_accuracy(act: Act, env: gym.Env) -> dict[str, float]:

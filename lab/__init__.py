@@ -2,6 +2,7 @@
 from lab.attention import GatedSelfAttention, MultiHeadAttention, copy_weights_from_torch
 from lab.classifier import ClassifierConfig, TransformerClassifier
 from lab.conv import ConvNet, ConvNetConfig, DepthwiseSeparableConv, PlainConvNet, SeparableConvNet, count_flops
+from lab.decision_transformer import DecisionTransformer, DecisionTransformerConfig
 from lab.decoder_only import DecoderOnlyConfig, DecoderOnlyTransformer
 from lab.finetune import (
     discriminative_param_groups,

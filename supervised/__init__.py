@@ -11,6 +11,16 @@ from supervised.babyai_bc import (
     evaluate_policy,
     load_bc_policy,
 )
+from supervised.babyai_dt import (
+    BabyAIDecisionTransformer,
+    BabyAIDTConfig,
+    BabyAIDTTask,
+    DecisionTransformerActor,
+    DTEvalConfig,
+    DTModelConfig,
+    evaluate_dt,
+    load_dt,
+)
 from supervised.checkpoint import load_checkpoint, resolve_checkpoint
 from supervised.configs import ConfigError, TrainConfig
 from supervised.digits import DigitsConfig, DigitsDataConfig, DigitsNetConfig, DigitsTask

@@ -3,13 +3,17 @@
     python -m supervised.train babyai_bc                  # GoToRedBallGrey, 5k demos, 20 epochs, 500 eval episodes
     python -m supervised.train babyai_bc --data.level BabyAI-GoToRedBall-v0 --data.demos 50000 --train.epochs 3
     python -m supervised.train babyai_bc --data.demos 1000 --data.val-fraction 0.05 --eval.episodes 2000
+    python -m supervised.train babyai_bc --data.minari-dataset lab/GoToRedBallGrey/mixed-v0 --data.top-fraction 0.1
 
 Data: the first ``data.demos`` episodes of the bot collection in ``data.demo_dir`` (default
 ``data/demos/<level>__seed<demo_seed>``), collected on first use and extended when more are asked for
-(:func:`envs.demos.collect_demos`). Each step is one sample: the observation the bot saw (7x7x3 view,
-direction, mission tokens and, with ``action_history=k``, its k previous actions as
-:class:`envs.babyai.BabyAIObservation` shows them) and the bot's action as the target. ``val_fraction`` holds
-out the last episodes (whole episodes, never single steps) for the trainer's validation accuracy.
+(:func:`envs.demos.collect_demos`), or of the Minari dataset ``data.minari_dataset`` (any whose spaces fit:
+:mod:`envs.minari_io`; e.g. a mixed-quality set). ``data.top_fraction`` < 1 is filtered behaviour cloning (%BC):
+only that fraction of the episodes, those of highest return, is cloned. Each step is one sample: the
+observation the behaviour policy saw (7x7x3 view, direction, mission tokens and, with ``action_history=k``, its
+k previous actions as :class:`envs.babyai.BabyAIObservation` shows them) and its action as the target.
+``val_fraction`` holds out the last episodes (whole episodes, never single steps) for the trainer's validation
+accuracy.
 
 Model: :class:`BCPolicy`, observations -> :func:`envs.babyai_fusion.babyai_fusion_inputs` -> ``encoder`` (a plain
 ``lab.FusionTransformer``) -> ``head`` (``nn.Linear(d_model, 7)`` on the fused CLS vector): the same mapping
@@ -25,6 +29,7 @@ rate, the demos used (episodes and transitions) and the BabyAI paper's demo coun
 """
 from __future__ import annotations
 
+import collections
 import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -38,8 +43,10 @@ from torch import Tensor, nn
 
 from envs.babyai import NUM_ACTIONS, PAPER_99, PAPER_SOURCE, babyai_levels, make_babyai_env
 from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
-from envs.demos import DemoSet, collect_demos, load_demos, read_manifest
-from envs.evaluation import EVAL_SEED, RolloutResult, evaluate, logits_actor
+from envs.demos import collect_demos
+from envs.minari_io import CACHE_ROOT, SpaceMismatchError, load_minari
+from envs.trajectories import DemoSet, load_demos, read_manifest, top_episodes
+from envs.evaluation import EVAL_SEED, Act, RolloutResult, StatefulAct, evaluate, logits_actor
 from envs.tokenizer import DEFAULT_MAX_LEN, PAD_ID
 from lab import tags
 from lab.fusion import FusionConfig, FusionTransformer
@@ -67,6 +74,14 @@ class BCDataConfig:
     """base seed of the demo collection: attempt i resets with envs.demos.episode_seed(demo_seed, i)"""
     demo_dir: str | None = None
     """demo directory; None = data/demos/<level>__seed<demo_seed> (relative to the working directory)"""
+    minari_dataset: str | None = None
+    """a Minari dataset to learn from instead of the bot's demos (an id under MINARI_DATASETS_PATH, or a dataset's
+    directory): its first `demos` episodes (all, if it has fewer); its spaces must fit (envs.minari_io)"""
+    minari_download: bool = False
+    """download the Minari dataset from Farama's server when it is not local (needs internet)"""
+    top_fraction: float = 1.0
+    """filtered behaviour cloning (%BC): clone only this fraction of the episodes, those of highest return
+    (1 = all, plain BC; 0.1 = 10%BC)"""
     action_history: int = 4
     """previous actions shown to the policy, its only memory (spike: 0 plateaus near 92%, 4 reaches 99%)"""
     val_fraction: float = 0.0
@@ -81,6 +96,10 @@ class BCDataConfig:
         _require(self.demos - self.val_episodes >= 1,
                  f"val_fraction {self.val_fraction} of {self.demos} demos leaves no training episode")
         _require(self.demo_dir is None or bool(self.demo_dir.strip()), "demo_dir must be a path or None")
+        _require(self.minari_dataset is None or bool(self.minari_dataset.strip()),
+                 "minari_dataset must be a dataset id (e.g. lab/GoToRedBallGrey/mixed-v0) or None")
+        _require(0 < self.top_fraction <= 1, f"top_fraction must lie in (0, 1] (1 = every episode), got "
+                 f"{self.top_fraction}")
 
     @property
     def val_episodes(self) -> int:
@@ -254,21 +273,31 @@ def evaluate_policy(policy: Policy, level: str, episodes: int = 500, *, action_h
             raise ValueError(f"the policy must return logits of shape (batch, {NUM_ACTIONS}), got {tuple(out.shape)}")
         return out
 
-    was_training = isinstance(policy, nn.Module) and policy.training
-    if isinstance(policy, nn.Module):
-        policy.eval()
+    return play_level(policy, level, logits_actor(logits, greedy, seed, device), episodes, action_history=k,
+                      seed=seed, exclude_seeds=exclude_seeds, greedy=greedy, num_envs=num_envs)
+
+
+def play_level(model: object, level: str, actor: Act | StatefulAct, episodes: int, *, action_history: int,
+               seed: int, exclude_seeds: Iterable[int], greedy: bool, num_envs: int) -> RolloutResult:
+    """:func:`envs.evaluation.evaluate` on ``level`` (observations with ``action_history`` previous actions) with
+    ``actor``; a module ``model`` (the actor's network) is in eval mode meanwhile, then restored."""
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
     try:
-        return evaluate(lambda: make_babyai_env(level, action_history=k), logits_actor(logits, greedy, seed, device),
-                        episodes, seed=seed, exclude_seeds=exclude_seeds, num_envs=num_envs, greedy=greedy,
-                        env_id=level)
+        return evaluate(lambda: make_babyai_env(level, action_history=action_history), actor, episodes, seed=seed,
+                        exclude_seeds=exclude_seeds, num_envs=num_envs, greedy=greedy, env_id=level)
     finally:
-        if isinstance(policy, nn.Module):
-            policy.train(was_training)
+        if isinstance(model, nn.Module):
+            model.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------------------- data
 def load_bc_demos(data: BCDataConfig, progress: bool = True) -> DemoSet:
-    """The first ``data.demos`` demos of ``data.resolved_demo_dir()``, collecting (or extending) them first."""
+    """The episodes ``data`` names: the first ``data.demos`` of ``data.minari_dataset`` (all, if it has fewer), or
+    the first ``data.demos`` bot demos of ``data.resolved_demo_dir()``, collected (or extended) first."""
+    if data.minari_dataset:
+        return _load_minari_episodes(data, progress)
     out = data.resolved_demo_dir()
     stored = (read_manifest(out) or {}).get("episodes", 0)
     if stored < data.demos and progress:
@@ -281,6 +310,57 @@ def load_bc_demos(data: BCDataConfig, progress: bool = True) -> DemoSet:
     if demos.num_episodes != data.demos:
         raise ConfigError(f"{out} holds {demos.num_episodes} demos, {data.demos} needed")
     return demos
+
+
+def _load_minari_episodes(data: BCDataConfig, progress: bool) -> DemoSet:
+    if progress:
+        print(f"reading Minari dataset {data.minari_dataset} (decoded once into {CACHE_ROOT})", flush=True)
+    try:
+        demos = load_minari(data.minari_dataset, max_episodes=data.demos, download=data.minari_download)
+    except (FileNotFoundError, SpaceMismatchError) as error:
+        raise ConfigError(f"cannot learn from Minari dataset {data.minari_dataset!r}: {error}") from None
+    level = demos.manifest.get("level")
+    if level is not None and level != data.level:
+        raise ConfigError(f"Minari dataset {data.minari_dataset!r} was collected on {level}, not on {data.level}; "
+                          f"pass --data.level {level} (its policies are evaluated on that level)")
+    return demos
+
+
+def dataset_seeds(demos: DemoSet) -> set[int]:
+    """The known reset seeds of a dataset's episodes (filtered-out ones too: all of them were available data)."""
+    return {int(seed) for seed in demos.seed if seed >= 0}
+
+
+def data_label(data: BCDataConfig) -> str:
+    """Run-name words for the data: level and demos, or the Minari dataset; and the %BC fraction."""
+    source = (data.minari_dataset.strip("/").replace("/", "-") if data.minari_dataset else
+              f"{data.level.removeprefix('BabyAI-').removesuffix('-v0')}_{data.demos}demos")
+    return source if data.top_fraction == 1 else f"{source}_top{data.top_fraction:g}"
+
+
+def data_info(data: BCDataConfig, demos: DemoSet, kept: DemoSet, n_val: int) -> dict[str, Any]:
+    """What a run learned from, for results.json: the dataset, its sources and returns, the episodes kept."""
+    return {
+        "demo_dir": None if data.minari_dataset else str(data.resolved_demo_dir()),
+        "minari_dataset": data.minari_dataset, "demos_in_dir": int(demos.manifest.get("episodes", demos.num_episodes)),
+        "demo_episodes": demos.num_episodes, "demo_transitions": demos.num_steps,
+        "demo_mean_length": float(demos.length.mean()), "demo_mean_return": float(demos.reward.mean()),
+        "demo_sources": dict(collections.Counter(demos.source.tolist())),
+        "top_fraction": data.top_fraction, "kept_episodes": kept.num_episodes,
+        "kept_mean_return": float(kept.reward.mean()), "train_episodes": kept.num_episodes - n_val,
+        "val_episodes": n_val,
+    }
+
+
+def training_episodes(demos: DemoSet, data: BCDataConfig) -> tuple[DemoSet, int]:
+    """The episodes to learn from (the top ``data.top_fraction`` by return: %BC) and how many of them, the last
+    ones, are held out for validation. Raises ConfigError when no training episode is left."""
+    kept = top_episodes(demos, data.top_fraction) if data.top_fraction < 1 else demos
+    val = math.ceil(data.val_fraction * kept.num_episodes) if data.val_fraction > 0 else 0
+    if kept.num_episodes - val < 1:
+        raise ConfigError(f"{kept.num_episodes} episodes (top_fraction {data.top_fraction}, val_fraction "
+                          f"{data.val_fraction}) leave no training episode")
+    return kept, val
 
 
 def demo_dataset(demos: DemoSet, episodes: slice, action_history: int) -> InMemoryDataset:
@@ -315,30 +395,26 @@ class BabyAIBCTask(Task):
         self._demo_seeds: set[int] | None = None
 
     def run_label(self) -> str:
-        d = self.config.data
-        return f"{d.level.removeprefix('BabyAI-').removesuffix('-v0')}_{d.demos}demos"
+        return data_label(self.config.data)
 
     def load_data(self) -> TaskData:
         d = self.config.data
         demos = load_bc_demos(d, progress=not self.config.train.quiet)
-        n_train = d.demos - d.val_episodes
-        train = demo_dataset(demos, slice(0, n_train), d.action_history)
-        val = demo_dataset(demos, slice(n_train, d.demos), d.action_history) if d.val_episodes else None
-        self._demo_seeds = {int(s) for s in demos.seed}
+        kept, n_val = training_episodes(demos, d)
+        n_train = kept.num_episodes - n_val
+        train = demo_dataset(kept, slice(0, n_train), d.action_history)
+        val = demo_dataset(kept, slice(n_train, None), d.action_history) if n_val else None
+        self._demo_seeds = dataset_seeds(demos)
         self.rollouts = []
-        self.demo_info = {
-            "demo_dir": str(d.resolved_demo_dir()), "demos_in_dir": int(demos.manifest["episodes"]),
-            "demo_episodes": demos.num_episodes, "demo_transitions": demos.num_steps,
-            "train_episodes": n_train, "train_transitions": len(train),
-            "val_episodes": d.val_episodes, "val_transitions": len(val) if val is not None else 0,
-            "demo_mean_length": float(demos.length.mean()),
-        }
+        self.demo_info = {**data_info(d, demos, kept, n_val), "train_transitions": len(train),
+                          "val_transitions": len(val) if val is not None else 0}
         return TaskData(train, val)
 
     def demo_seeds(self) -> set[int]:
-        """Reset seeds of the demos this config trains and validates on (loads them if load_data has not)."""
+        """Reset seeds of the episodes this config's data holds (loads them if load_data has not): evaluation
+        episodes exclude them, so every one is unseen."""
         if self._demo_seeds is None:
-            self._demo_seeds = {int(s) for s in load_bc_demos(self.config.data, progress=False).seed}
+            self._demo_seeds = dataset_seeds(load_bc_demos(self.config.data, progress=False))
         return self._demo_seeds
 
     def build_model(self) -> nn.Module:
@@ -349,19 +425,27 @@ class BabyAIBCTask(Task):
                 "head_params": count_parameters(model.head)}
 
     def final_metrics(self, model: nn.Module, data: TaskData, evaluate: Evaluate) -> dict[str, float]:
-        d, e = self.config.data, self.config.eval
-        result = evaluate_policy(model, d.level, e.episodes, action_history=d.action_history, seed=e.seed,
-                                 exclude_seeds=self.demo_seeds(), greedy=e.greedy, num_envs=e.num_envs)
+        result = self.play(model)
         self.rollouts.append(result)
         return result.metrics()
+
+    def play(self, model: nn.Module) -> RolloutResult:
+        """Rollouts of ``model`` with the config's evaluation protocol, in episodes the data never saw."""
+        d, e = self.config.data, self.config.eval
+        return evaluate_policy(model, d.level, e.episodes, action_history=d.action_history, seed=e.seed,
+                               exclude_seeds=self.demo_seeds(), greedy=e.greedy, num_envs=e.num_envs)
+
+    def export_encoder_and_rollouts(self, model: nn.Module, run_dir: Path) -> None:
+        """``encoder.pt`` (the plain state dict of ``model.encoder``, a FusionTransformer: it loads into an RL
+        policy's fusion encoder) and ``rollouts.json`` (every evaluation episode, final model then best.pt)."""
+        atomic_torch_save(model.encoder.state_dict(), run_dir / ENCODER_FILE)
+        write_json(run_dir / ROLLOUTS_FILE, {label: r.to_dict() for label, r in zip(("final", "best"), self.rollouts)})
 
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, Any]:
         """``encoder.pt`` / ``head.pt`` (plain state dicts of the final model's FusionTransformer and head),
         ``rollouts.json`` (every evaluation episode); returns the demos used and the paper's reference."""
-        atomic_torch_save(model.encoder.state_dict(), run_dir / ENCODER_FILE)
+        self.export_encoder_and_rollouts(model, run_dir)
         atomic_torch_save(model.head.state_dict(), run_dir / HEAD_FILE)
-        labels = ("final", "best")
-        write_json(run_dir / ROLLOUTS_FILE, {label: r.to_dict() for label, r in zip(labels, self.rollouts)})
         encoder_config = model.encoder.config
         return {
             **self.demo_info,
@@ -377,13 +461,19 @@ class BabyAIBCTask(Task):
 # ------------------------------------------------------------------------------------------------ trained runs
 def load_bc_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[BCPolicy, BabyAIBCConfig]:
     """The policy and config of a ``babyai_bc`` checkpoint, or of a run directory (its ``last.pt``)."""
+    return load_trained(path, BabyAIBCTask, map_location)
+
+
+def load_trained(path: str | Path, task: type[BabyAIBCTask],
+                 map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """The model and config of a checkpoint of ``task`` (BC's, DT's), or of a run directory (its ``last.pt``)."""
     checkpoint = load_checkpoint(resolve_checkpoint(path), map_location)
-    if checkpoint["task"] != BabyAIBCTask.name:
-        raise ConfigError(f"{path} is a {checkpoint['task']!r} checkpoint, not {BabyAIBCTask.name!r}")
-    config = config_from_dict(BabyAIBCConfig, checkpoint["experiment"])
-    policy = BCPolicy(config.model, config.data.action_history)
-    policy.load_state_dict(checkpoint["model"])
-    return policy.to(map_location), config
+    if checkpoint["task"] != task.name:
+        raise ConfigError(f"{path} is a {checkpoint['task']!r} checkpoint, not {task.name!r}")
+    config = config_from_dict(task.config_class, checkpoint["experiment"])
+    model = task(config).build_model()
+    model.load_state_dict(checkpoint["model"])
+    return model.to(map_location), config
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int | None = None, *, greedy: bool | None = None,

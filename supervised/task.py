@@ -3,7 +3,8 @@
 A task is a classification problem in the broad sense: the model maps a batch of inputs to logits (B, C) and
 is trained with cross-entropy against integer targets (B,). That covers the MNIST-1D and digits classifiers
 and behaviour cloning, whose inputs are dicts of tensors (image, direction, mission tokens) and whose targets
-are the expert's actions. What differs is the *final* evaluation: a test split for a classifier, rollouts in
+are the expert's actions. A sequence model predicts one class per position instead: logits (B, T, C) against
+targets (B, T), where :data:`IGNORE_INDEX` marks padding (no loss, no accuracy), as torch's cross-entropy does. What differs is the *final* evaluation: a test split for a classifier, rollouts in
 an environment for a cloned policy; a task overrides :meth:`Task.final_metrics` for that.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lab import tags
 from lab.runtime import count_parameters
 
 Inputs = Tensor | dict[str, Tensor]  # (N, ...) or {name: (N, ...)}, batch first
+IGNORE_INDEX = -100  # a sequence target that is padding (F.cross_entropy's default ignore_index)
 
 
 def map_inputs(fn: Callable[[Tensor], Tensor], inputs: Inputs) -> Inputs:
@@ -32,7 +34,8 @@ def map_inputs(fn: Callable[[Tensor], Tensor], inputs: Inputs) -> Inputs:
 
 @dataclass(frozen=True)
 class InMemoryDataset:
-    """Inputs (a tensor or a dict of tensors, all with N rows) and integer targets (N,), indexed directly.
+    """Inputs (a tensor or a dict of tensors, all with N rows) and integer targets (N,) or, for sequence models,
+    (N, T) with :data:`IGNORE_INDEX` at padding; indexed directly.
 
     Everything here fits in memory, so batches are gathered with tensor indexing: no DataLoader, no workers.
     """
@@ -41,8 +44,8 @@ class InMemoryDataset:
     targets: Tensor
 
     def __post_init__(self) -> None:
-        if self.targets.dim() != 1 or self.targets.dtype != torch.long:
-            raise ValueError(f"targets must be an int64 tensor of shape (N,), got {self.targets.dtype} "
+        if self.targets.dim() not in (1, 2) or self.targets.dtype != torch.long:
+            raise ValueError(f"targets must be an int64 tensor of shape (N,) or (N, T), got {self.targets.dtype} "
                              f"{tuple(self.targets.shape)}")
         rows = {name: len(value) for name, value in self._named_inputs().items()}
         if any(n != len(self.targets) for n in rows.values()):

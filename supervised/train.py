@@ -6,6 +6,8 @@
     python -m supervised.train digits --model.block plain --train.seed 1
     python -m supervised.train digits --train.resume runs/supervised/digits/digits__separable__0__1700000000
     python -m supervised.train babyai_bc --data.level BabyAI-GoToRedBall-v0 --data.demos 50000 --train.epochs 3
+    python -m supervised.train babyai_bc --data.minari-dataset lab/GoToRedBallGrey/mixed-v0 --data.top-fraction 0.1
+    python -m supervised.train babyai_dt --data.minari-dataset lab/GoToRedBallGrey/mixed-v0 --eval.target-return 0.9
     tensorboard --logdir runs/supervised                    # the curves of every supervised run, and nothing else
 
 Runs go to runs/supervised/TASK/RUN_NAME unless --train.out-dir says otherwise. --train.resume takes a run
@@ -26,6 +28,7 @@ from typing import Annotated, Any, Union
 from lab import exit_codes
 from lab.io import WriteError
 from supervised.babyai_bc import BabyAIBCTask
+from supervised.babyai_dt import BabyAIDTTask
 from supervised.checkpoint import load_checkpoint, resolve_checkpoint
 from supervised.configs import RUNTIME_FIELDS, ConfigError, config_from_dict, config_to_dict, flatten
 from supervised.digits import DigitsTask
@@ -35,7 +38,7 @@ from supervised.trainer import NonFiniteLossError, RunDirectoryExistsError, Trai
 
 # Every task the CLI, the benchmark and the experiments know, by name. A new task subclasses
 # supervised.task.Task (with a config dataclass that has a ``train: TrainConfig`` field) and is added here.
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Mnist1dTask, DigitsTask, BabyAIBCTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Mnist1dTask, DigitsTask, BabyAIBCTask, BabyAIDTTask)}
 
 
 def task_for(config: Any) -> Task:

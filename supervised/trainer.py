@@ -35,7 +35,7 @@ from supervised.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, r
 from supervised.checkpoint import rng_state, set_rng_state
 from supervised.configs import RUNTIME_FIELDS, ConfigError, config_to_dict, differences, flatten
 from supervised.logger import CONFIG_FILE, RESULTS_FILE, RunLogger
-from supervised.task import InMemoryDataset, Task
+from supervised.task import IGNORE_INDEX, InMemoryDataset, Task
 
 
 class NonFiniteLossError(RuntimeError):
@@ -98,14 +98,23 @@ def evaluate(model: nn.Module, data: InMemoryDataset, batch_size: int = 1024, am
     was_training = model.training
     model.eval()
     loss, correct = torch.zeros((), device=data.device), torch.zeros((), device=data.device)
+    labels = torch.zeros((), dtype=torch.long, device=data.device)
     for start in range(0, len(data), batch_size):
         inputs, targets = data.take(slice(start, start + batch_size))
         with autocast(data.device, amp):
             logits = model(inputs)
-        loss += F.cross_entropy(logits.float(), targets, reduction="sum")
-        correct += (logits.argmax(dim=-1) == targets).sum()
+        logits, targets = _per_label(logits, targets)
+        loss += F.cross_entropy(logits, targets, reduction="sum")  # padding (IGNORE_INDEX) adds nothing
+        labelled = targets != IGNORE_INDEX
+        correct += ((logits.argmax(dim=-1) == targets) & labelled).sum()
+        labels += labelled.sum()
     model.train(was_training)
-    return {"loss": loss.item() / len(data), "accuracy": correct.item() / len(data)}
+    return {"loss": loss.item() / labels.item(), "accuracy": correct.item() / labels.item()}
+
+
+def _per_label(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Float logits (L, C) and targets (L,), one row per label: a sequence task's (B, T, C) and (B, T) flattened."""
+    return logits.float().flatten(0, -2), targets.flatten()
 
 
 @dataclass
@@ -278,7 +287,8 @@ class Trainer:
         c = self.config
         with autocast(self.device, c.amp):
             logits = self.model(inputs)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=c.label_smoothing)
+        logits, labels = _per_label(logits, targets)
+        loss = F.cross_entropy(logits, labels, label_smoothing=c.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
@@ -290,8 +300,11 @@ class Trainer:
         lr = max(effective_lrs(self.optimizer))  # the rate this step uses (the largest group's)
         self.optimizer.step()
         self.scheduler.step()
-        correct = (logits.argmax(dim=-1) == targets).sum().item()
-        return {"loss": loss_value * len(targets), "correct": correct, "samples": len(targets),
+        labelled = labels != IGNORE_INDEX
+        correct = ((logits.argmax(dim=-1) == labels) & labelled).sum().item()
+        # "samples" are labels: a sequence task's padding is no sample (one sync more, for sequence targets only)
+        samples = len(labels) if targets.dim() == 1 else int(labelled.sum())
+        return {"loss": loss_value * samples, "correct": correct, "samples": samples,
                 "grad_norm": grad_norm_value, "steps": 1, "lr": lr}
 
     def _train_record(self, sps: float) -> dict[str, float]:

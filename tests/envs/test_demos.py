@@ -8,6 +8,7 @@ import envs.demos as demos
 from envs.babyai import is_success
 from envs.demos import collect_demos, episode_seed, load_demos, read_manifest
 from envs.tokenizer import MissionTokenizer
+from lab.io import atomic_write
 
 LEVEL = "BabyAI-GoToRedBallGrey-v0"
 ARRAYS = ("image", "direction", "action", "episode", "episode_start", "length", "seed", "mission", "mission_text",
@@ -125,14 +126,14 @@ def _crashing_writer(real_write, crash_at):
             f.write(b"PK\x03\x04 truncated")
             raise KeyboardInterrupt
 
-        demos.atomic_write(path, half_written)
+        atomic_write(path, half_written)
 
     return write
 
 
 def test_crash_while_writing_leaves_complete_shards_only_and_resume_recovers(tmp_path, monkeypatch):
-    real_write = demos._write_shard
-    monkeypatch.setattr(demos, "_write_shard", _crashing_writer(real_write, crash_at=3))
+    real_write = demos.write_shard
+    monkeypatch.setattr(demos, "write_shard", _crashing_writer(real_write, crash_at=3))
     with pytest.raises(KeyboardInterrupt):
         collect(tmp_path / "crashed", 30)
     names = sorted(p.name for p in (tmp_path / "crashed").iterdir())
@@ -140,7 +141,7 @@ def test_crash_while_writing_leaves_complete_shards_only_and_resume_recovers(tmp
     assert read_manifest(tmp_path / "crashed")["episodes"] == 16
     assert load_demos(tmp_path / "crashed").num_episodes == 16
 
-    monkeypatch.setattr(demos, "_write_shard", real_write)
+    monkeypatch.setattr(demos, "write_shard", real_write)
     (tmp_path / "crashed" / ".shard_00002.npz.x1y2z3.tmp").write_bytes(b"left by a killed process")
     collect(tmp_path / "crashed", 30)
     collect(tmp_path / "direct", 30)
@@ -149,14 +150,14 @@ def test_crash_while_writing_leaves_complete_shards_only_and_resume_recovers(tmp
 
 
 def test_failed_episodes_are_skipped_and_counted(tmp_path, monkeypatch):
-    real_run = demos.run_bot_episode
+    real_run = demos.run_episode
 
-    def fail_every_third(env, seed, attempt=0):
+    def fail_every_third(env, policy, seed, attempt=0):
         if attempt % 3 == 1:
             return None, "timeout"
-        return real_run(env, seed, attempt)
+        return real_run(env, policy, seed, attempt)
 
-    monkeypatch.setattr(demos, "run_bot_episode", fail_every_third)
+    monkeypatch.setattr(demos, "run_episode", fail_every_third)
     manifest = collect(tmp_path, 10)
     d = load_demos(tmp_path)
     assert d.num_episodes == 10

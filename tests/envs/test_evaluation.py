@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from envs.demos import episode_seed
-from envs.evaluation import EVAL_SEED, bandit_accuracy, evaluate, evaluation_seeds, logits_actor
+from envs.evaluation import EVAL_SEED, StatefulAct, bandit_accuracy, evaluate, evaluation_seeds, logits_actor
 from envs.make import make_env
 
 
@@ -91,3 +91,26 @@ def test_bandit_accuracy_equals_a_sequential_sweep_of_one_episode_per_image():
     assert result["eval_episodes"] == len(returns) == len(test.unwrapped.y)
     assert result["accuracy"] == pytest.approx(np.mean(returns)) == pytest.approx(result["mean_return"])
     assert 0.5 < result["accuracy"] < 1.0  # a real classifier, not a degenerate one
+
+
+def test_a_stateful_actor_observes_every_envs_reward_after_each_step():
+    """What a return-conditioned actor needs: the rewards it observes add up to each episode's return, and a finished
+    env's reward is 0 from its end on."""
+
+    class Recorder(StatefulAct):
+        def reset(self, n):
+            self.rewards, self.steps = [], 0
+
+        def __call__(self, observations, episode_start):
+            self.steps += 1
+            return [int(self.steps % 2) for _ in episode_start]  # alternate: CartPole episodes of different lengths
+
+        def observe(self, rewards):
+            self.rewards.append(rewards.copy())
+
+    actor = Recorder()
+    result = evaluate(_cartpole, actor, 3, num_envs=3)
+    observed = np.stack(actor.rewards)  # (steps, envs)
+    np.testing.assert_array_equal(observed.sum(axis=0), [e.reward for e in result.episodes])
+    for env, episode in enumerate(result.episodes):
+        assert (observed[episode.length:, env] == 0).all()
