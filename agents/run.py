@@ -56,6 +56,7 @@ from agents.factory import ALGORITHMS, VEC_ENVS, make_agent
 from envs.make import make_env
 from lab import tags
 from lab.io import atomic_write_text, write_json
+from lab.portable import kernel_set
 from lab.runtime import count_parameters, select_device
 from lab.tags import hparams_markdown
 
@@ -281,7 +282,7 @@ class AgentRun:
             "encoder_params": count_parameters(getattr(extractor, "backbone", extractor)),
             "metric": evaluator.metric, "final_metric": final.get(evaluator.metric), "eval_actions": evaluator.actions,
             "resumes": progress.resumes, "earlier_segments": progress.earlier_segments,
-            "config": config.to_dict(),
+            "config": config.to_dict(), "machine": kernel_set(),
             "hyperparameters": self.hyperparameters(model),
             **self.extra_record(model),
         }

@@ -54,6 +54,7 @@ from envs.make import resolve_id
 from lab import exit_codes
 from lab.io import write_failure
 from lab.optim import optimizer_names
+from lab.portable import restart_if_requested
 from lab.runtime import run_name
 
 RUNS_DIR = "runs/agents"
@@ -98,6 +99,9 @@ class RunFlags:
     """show SB3's progress bar (tqdm + rich)"""
     verbose: int = 0
     """SB3 verbosity (1 also prints SB3's logs)"""
+    portable: bool = False
+    """portable mode (lab.portable): kernels pinned to AVX2 and one thread, so the same command gives the same
+    numbers on any x86-64 CPU with AVX2; slower (BENCHMARKS.md says how much)"""
 
 
 def _agent_flags() -> list[tuple[str, Any, Any]]:
@@ -149,7 +153,7 @@ def build_run(args: Any) -> AgentRun:
     """The run ``args`` ask for, prepared (built and checked): a bad option raises before any directory exists."""
     if args.resume is not None:
         defaults = Args()
-        display = ("resume", "threads", "progress_bar", "verbose")  # how this process shows the run, not the run
+        display = ("resume", "threads", "progress_bar", "verbose", "portable")  # how this process runs it
         given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(Args)
                  if f.name not in display and getattr(args, f.name) != getattr(defaults, f.name)]
         if given:
@@ -184,6 +188,8 @@ def _json(text: str, name: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    restart_if_requested(argv, ["-m", "agents.train"])
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

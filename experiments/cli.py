@@ -48,6 +48,7 @@ from experiments.registry import EXPERIMENTS, FLAGSHIP
 from experiments.report import print_closing
 from lab import exit_codes
 from lab.io import WriteError
+from lab.portable import restart_if_requested
 
 QUICK_SEEDS = 3  # quick mode: the fewest seeds with a (wide) interval in a few minutes
 FULL_SEEDS = 5  # full mode
@@ -77,6 +78,9 @@ class Common:
     """continue an interrupted run in the same --out: finished runs are loaded, unfinished ones run again"""
     progress: bool = True
     """live display of what is running and what remains"""
+    portable: bool = False
+    """portable mode (lab.portable): kernels pinned to AVX2 and one thread per job, so the same command gives the
+    same numbers on any x86-64 CPU with AVX2 (recorded in results.json); slower, BENCHMARKS.md says how much"""
 
 
 @dataclass
@@ -199,6 +203,7 @@ def plan(args: Common, name: str) -> list[Planned]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    restart_if_requested(argv, ["-m", "experiments"])
     args = parse_args(argv)
     if isinstance(args, ReportCommand):
         directory = Path(args.directory)

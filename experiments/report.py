@@ -82,6 +82,7 @@ def report_text(results: dict[str, Any], experiment: Experiment, plot_paths: lis
         f"- machine: {results['machine']['cpus']} CPUs, torch {results['machine']['torch']}, load average at the "
         f"end {', '.join(f'{x:.2f}' for x in results['machine']['load_average'] or [])} (other jobs share the "
         "machine: wall times are noisy, CPU times less so)",
+        f"- {kernels_sentence(results['machine'])}",
         f"- TensorBoard: `tensorboard --logdir` on the directory above this one, then open its custom-scalars "
         f"dashboard (`http://localhost:6006/{URL_FRAGMENT}`): this experiment's comparison charts come first",
     ]
@@ -90,6 +91,19 @@ def report_text(results: dict[str, Any], experiment: Experiment, plot_paths: lis
         header += [f"- `{job}`: {error.strip().splitlines()[-1]}" for job, error in results["errors"].items()]
     body = experiment.analysis.report(results, plot_paths) if results["runs"] else "No run finished."
     return "\n".join(header) + "\n\n" + body + "\n"
+
+
+def kernels_sentence(machine: dict[str, Any]) -> str:
+    """Where these numbers reproduce (``lab.portable``), from a results file's ``machine``."""
+    if "torch_cpu_capability" not in machine:  # written before the kernel set was recorded
+        return "kernels: not recorded (numbers reproduce on the same machine only)"
+    where = (f"{machine['cpu']}, torch's {machine['torch_cpu_capability']} kernels, MKL {machine['mkl']}, oneDNN "
+             f"{machine['onednn']}")
+    if machine["portable"]:
+        return (f"portable mode (`--portable`): {where}, pinned to AVX2 and one thread; the same command gives these "
+                "numbers on any x86-64 CPU with AVX2")
+    return (f"kernels: {where} (the CPU's fastest); the same numbers reproduce on a machine with the same kernels, "
+            "`--portable` gives numbers that reproduce on any x86-64 CPU with AVX2")
 
 
 def summary_table(all_results: list[dict[str, Any]], experiments: dict[str, Experiment]) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.io import atomic_write_text, write_json
+from lab.portable import kernel_set
 
 RESULTS_JSON = "results.json"
 RUNS_CSV = "runs.csv"
@@ -22,14 +23,14 @@ PLOTS_DIR = "plots"
 
 
 def machine_info() -> dict[str, Any]:
-    import torch
-
+    """The driver's machine: platform, load and its kernel set (``lab.portable.kernel_set``: CPU, torch's CPU
+    capability, MKL / oneDNN versions, caps in force, portable mode); each run's record has its node's too."""
     try:
         load = list(os.getloadavg())
     except OSError:
         load = None
     return {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads_per_worker": 1, "load_average": load}
+            "torch_threads_per_worker": 1, "load_average": load, **kernel_set()}
 
 
 def write_results(exp_dir: Path, results: dict[str, Any]) -> None:

@@ -1,4 +1,11 @@
 """Shared PyTorch building blocks for comparing supervised learning and RL (imports only torch and numpy)."""
+import os as _os
+
+import torch as _torch
+
+if _os.environ.get("LAB_PORTABLE") == "1":  # portable mode (lab.portable): every process of a run, workers too
+    _torch.use_deterministic_algorithms(True)
+
 from lab.attention import GatedSelfAttention, MultiHeadAttention, copy_weights_from_torch
 from lab.classifier import ClassifierConfig, TransformerClassifier
 from lab.conv import ConvNet, ConvNetConfig, DepthwiseSeparableConv, PlainConvNet, SeparableConvNet, count_flops

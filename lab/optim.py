@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lab.portable import active as portable_mode
+
 # Param-group keys that make_optimizer understands besides the optimizer's own keywords. ``embedding`` is
 # consumed by make_optimizer; the others are kept in the group (torch stores unknown keys untouched).
 _EXTRA_GROUP_KEYS = frozenset({"params", "param_names", "lr_scale", "embedding", "layer_group", "name"})
@@ -42,9 +44,14 @@ class _LrScaleMixin:
     _torch_class: type[torch.optim.Optimizer]  # set by _lab_class
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        # torch picks the multi-tensor (foreach) kernels only on CUDA; on CPU they are also faster for the many
-        # small tensors of the lab's models (Adam step ~30% faster at 29 tensors), with the same math.
-        kwargs.setdefault("foreach", True)
+        if portable_mode() and "fused" in inspect.signature(self._torch_class.__init__).parameters:
+            # Portable mode: the fused kernel takes its square roots with the CPU's own instruction; the other
+            # kernels call MKL's vector maths, whose code path (and last bits) differs between CPU vendors.
+            kwargs.setdefault("fused", True)
+        if not kwargs.get("fused"):
+            # torch picks the multi-tensor (foreach) kernels only on CUDA; on CPU they are also faster for the many
+            # small tensors of the lab's models (Adam step ~30% faster at 29 tensors), with the same math.
+            kwargs.setdefault("foreach", True)
         if not isinstance(params, torch.Tensor):  # a lone tensor: let torch raise its own error
             params = list(params)
             if params and not any(isinstance(p, dict) for p in params) and self._weight_decay(args, kwargs):

@@ -11,7 +11,8 @@
     tensorboard --logdir runs/supervised                    # the curves of every supervised run, and nothing else
 
 Runs go to runs/supervised/TASK/RUN_NAME unless --train.out-dir says otherwise. --train.resume takes a run
-directory (its last.pt) or a checkpoint file (e.g. its best.pt).
+directory (its last.pt) or a checkpoint file (e.g. its best.pt). ``--portable`` (anywhere on the line) pins the
+kernels so the numbers are the same on any x86-64 CPU with AVX2 (``lab.portable``).
 
 Exit status (``lab.exit_codes``): 0 done, 1 training diverged (a NaN / inf loss, gradient or model state; the last
 good checkpoint is named), 2 a bad config, run directory or checkpoint, 74 the disk refused a write (full,
@@ -27,6 +28,8 @@ from typing import Annotated, Any, Union
 
 from lab import exit_codes
 from lab.io import WriteError
+from lab.portable import FLAG as PORTABLE_FLAG
+from lab.portable import restart_if_requested
 from supervised.babyai_bc import BabyAIBCTask
 from supervised.babyai_dt import BabyAIDTTask
 from supervised.checkpoint import load_checkpoint, resolve_checkpoint
@@ -113,7 +116,9 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    restart_if_requested(argv, ["-m", "supervised.train"])
+    config = parse_args([a for a in argv if a != PORTABLE_FLAG])
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = run(config)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lab.optim import effective_lrs, make_optimizer
+from lab.portable import kernel_set
 from lab.runtime import autocast, num_threads, run_name, seed_everything, select_device
 from lab.io import atomic_torch_save, write_failure, write_json
 from supervised.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolve_checkpoint
@@ -425,5 +426,6 @@ class Trainer:
             "device": str(self.device),
             "num_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
+            "machine": kernel_set(),
             "config": self.experiment,
         }

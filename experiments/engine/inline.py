@@ -11,6 +11,7 @@ from experiments.engine.display import Display
 from experiments.engine.jobs import Job, execute, ready
 from experiments.engine.markers import clear, finish
 from experiments.engine.signals import Interrupted
+from lab.portable import kernel_set
 
 
 def run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display: Display) -> dict[str, Any]:
@@ -39,7 +40,8 @@ def run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display:
             display.finished(job, ok=False)
             continue
         record["run_dir"] = str(out / job.id)
-        record["node"] = {"hostname": socket.gethostname(), "node_id": None, "resources": resources}
+        record["node"] = {"hostname": socket.gethostname(), "node_id": None, "resources": resources,
+                          "kernels": kernel_set()}
         records[job.id] = finish(job, record, out)
         display.finished(job, ok=True)
     return {"engine": "this process", "nodes": 1, "cpus": 1, "gpus": resources.get("GPU", 0)}

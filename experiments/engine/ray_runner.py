@@ -33,6 +33,8 @@ from experiments.engine.display import Display
 from experiments.engine.jobs import Job, execute, ready
 from experiments.engine.markers import clear, finish
 from experiments.engine.signals import Interrupted, Signals
+from lab import portable
+from lab.portable import kernel_set
 
 RETRIES = 2  # a job whose worker died starts again at most this often (from its checkpoint when resumable)
 REPORT_INTERVAL_S = 0.5
@@ -45,9 +47,10 @@ def connect(address: str | None, cpus: int) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address is None:  # "local": a new instance even when RAY_ADDRESS names a cluster (that takes --address)
-        ray.init(address="local", num_cpus=cpus, **quiet)
-    else:
-        ray.init(address=address, **quiet)
+        ray.init(address="local", num_cpus=cpus, **quiet)  # its workers inherit this process's environment
+    else:  # a cluster's workers were started elsewhere: portable mode travels in the job's runtime environment
+        ray.init(address=address, **quiet, **({"runtime_env": {"env_vars": portable.ENVIRONMENT}}
+                                              if portable.in_force() else {}))
 
 
 def driver_node_id() -> str:
@@ -137,7 +140,8 @@ def node_info(cpus: float) -> dict[str, Any]:
     context = ray.get_runtime_context()
     return {"hostname": socket.gethostname(), "node_id": context.get_node_id(),
             "resources": {"CPU": cpus, "GPU": [str(g) for g in ray.get_gpu_ids()],  # the GPU ids it was given
-                          "torch_threads": torch.get_num_threads()}}
+                          "torch_threads": torch.get_num_threads()},
+            "kernels": kernel_set()}  # the nodes of a cluster need not compute alike
 
 
 @ray.remote(max_retries=RETRIES)
