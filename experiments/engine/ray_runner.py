@@ -1,7 +1,8 @@
-"""Jobs as Ray tasks (:func:`experiments.engine.run_jobs` with workers or an address): start (or join) an instance, run one job as a Ray task, ship run directories.
+"""Jobs as Ray tasks (:func:`experiments.engine.run_jobs` with workers or an address): run one job as a Ray task,
+ship run directories.
 
-- :func:`connect`: no address starts a local instance on the loopback interface (no dashboard, usage stats
-  off, quiet logs); ``"auto"`` or ``"HOST:PORT"`` joins a running cluster.
+- Ray is started or joined by :func:`experiments.engine.connect.ray_session` (a local instance, or a cluster,
+  bounded by a timeout).
 - :func:`run_task`: one job in a Ray worker. On the driver's node it writes its run directory in place, under
   the driver's output directory; on any other node it writes to a scratch directory there and returns the
   directory as bytes (a tar archive, through the object store), so no shared filesystem is assumed. The
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import logging
 import os
 import shutil
 import socket
@@ -29,6 +29,7 @@ from typing import Any
 import ray
 import torch
 
+from experiments.engine.connect import CONNECT_TIMEOUT_S, ray_session
 from experiments.engine.display import Display
 from experiments.engine.jobs import Job, execute, ready
 from experiments.engine.markers import clear, finish
@@ -38,16 +39,6 @@ RETRIES = 2  # a job whose worker died starts again at most this often (from its
 REPORT_INTERVAL_S = 0.5
 _POLL_S = 0.25
 ERROR_KEY = "__job_error__"  # a job that raised returns {ERROR_KEY: traceback} instead of a record
-
-
-def connect(address: str | None, cpus: int) -> None:
-    """``ray.init`` for this process: a local instance with ``cpus`` CPUs, or the cluster at ``address``."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    if address is None:  # "local": a new instance even when RAY_ADDRESS names a cluster (that takes --address)
-        ray.init(address="local", num_cpus=cpus, **quiet)
-    else:
-        ray.init(address=address, **quiet)
 
 
 def driver_node_id() -> str:
@@ -184,16 +175,20 @@ def run_task(job: Job, out_dir: str, driver_node: str, deps: dict[str, dict[str,
 
 
 def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, records: dict[str, Any],
-               errors: dict[str, str], display: Display, signals: Signals) -> dict[str, Any]:
+               errors: dict[str, str], display: Display, signals: Signals,
+               connect_timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
     """:func:`experiments.engine.run_jobs` on Ray: submit each job once its dependencies finished, collect
     records (unpacking archives from other nodes), feed the display; on a caught signal cancel everything."""
+    with ray_session(address, workers, signals, connect_timeout):
+        return _schedule(jobs, out, address, records, errors, display, signals.caught)
+
+
+def _schedule(jobs: list[Job], out: Path, address: str | None, records: dict[str, Any], errors: dict[str, str],
+              display: Display, caught: list[int]) -> dict[str, Any]:
     def stop_if(caught: list[int]) -> None:
         if caught:
             raise Interrupted(caught[0], len(records), len(jobs))
 
-    connect(address, workers)
-    signals.install()  # over the SIGTERM handler ray.init set (it would exit at once, with status 1)
-    caught = signals.caught
     running: dict[Any, tuple[Any, Any]] = {}  # record ref -> (job, archive ref)
     try:
         driver, gpus = driver_node_id(), cluster_gpus()
@@ -263,7 +258,6 @@ def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, re
         for ref in running:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        ray.shutdown()
 
 
 def _archive(job_id: str, out: Path, archives: dict[str, Any]) -> Any:
