@@ -5,6 +5,7 @@
 - :mod:`~experiments.engine.signals`: SIGINT / SIGTERM, :class:`Interrupted`;
 - :mod:`~experiments.engine.inline`: every job in this process (``--workers 0``);
 - :mod:`~experiments.engine.connect`: Ray started or joined (bounded, interruptible), :class:`NotConnected`;
+  :mod:`~experiments.engine.reaper`: what is left of a local instance killed when its driver dies;
 - :mod:`~experiments.engine.ray_runner`: jobs as Ray tasks, on a local instance or a cluster;
 - :mod:`~experiments.engine.display`: the live view; :mod:`~experiments.engine.run`: :func:`run_jobs`.
 """

@@ -2,7 +2,8 @@
 
 :func:`ray_session` is ``ray.init`` ... ``ray.shutdown`` for the engine and the tuning search:
 
-- no address: a local instance with ``cpus`` CPUs;
+- no address: a local instance with ``cpus`` CPUs, watched by a reaper (:mod:`experiments.engine.reaper`) that
+  kills what is left of it if this process dies without shutting it down (SIGKILL, the OOM killer);
 - ``"HOST:PORT"`` or ``"auto"`` (``RAY_ADDRESS``, else the cluster ``ray start`` recorded on this machine): joins
   that cluster, bounded by a timeout. Ray's own connect retries for minutes and ignores Ctrl-C, so the address is
   first probed with a plain TCP connect (refused: fail at once), then ``ray.init`` runs in a helper thread while
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from experiments.engine.reaper import Reaper, children
 from experiments.engine.signals import Interrupted, Signals
 
 CONNECT_TIMEOUT_S = 30.0  # joining a live cluster takes a second or two; a dead address must not take minutes
@@ -61,12 +63,21 @@ def connect(address: str | None, cpus: int, signals: Signals,
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     signals.install()
+    reaper = None
     if address is None:  # "local": a new instance even when RAY_ADDRESS names a cluster (that takes --address)
+        before = children(os.getpid())
         ray.init(address="local", num_cpus=cpus, **quiet)
+        reaper = Reaper.start(children(os.getpid()) - before)  # the processes ray.init started
     else:
         join(address, timeout_s, signals, quiet)
     signals.install()  # over the SIGTERM handler ray.init set (it would exit at once, with status 1)
-    return ray.shutdown
+
+    def shutdown() -> None:
+        ray.shutdown()
+        if reaper is not None:
+            reaper.stop()
+
+    return shutdown
 
 
 def join(address: str, timeout_s: float, signals: Signals, init_kwargs: dict[str, Any]) -> None:
