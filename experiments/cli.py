@@ -21,8 +21,9 @@ invocation owns an ``OUT/<experiment>`` at a time: a second one is refused at on
 
 Exit status (``lab.exit_codes``): 0 done; 1 some run failed (the others are reported; e.g. a NaN in an RL run);
 2 refused before any work (a bad option or path, an output directory in use or holding an earlier run, a
-``--resume`` with another command's settings); 74 the disk refused a write of the results (the file and errno
-are named); 130 / 143 interrupted by Ctrl-C / SIGTERM (resumable).
+``--resume`` with another command's settings, no Ray cluster joined at ``--address`` within
+``--connect-timeout``); 74 the disk refused a write of the results (the file and errno are named); 130 / 143
+interrupted by Ctrl-C / SIGTERM (resumable; while connecting to ``--address``, nothing started).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from typing import Annotated, Union
 import tyro
 
 from experiments.digits.plan import DigitsBudget
-from experiments.engine import Interrupted, ResumeMismatchError, cpu_seconds
+from experiments.engine import CONNECT_TIMEOUT_S, Interrupted, NotConnected, ResumeMismatchError, cpu_seconds
 from experiments.finetune.plan import FinetuneBudget
 from experiments.imitation.plan import ImitationBudget
 from experiments.optimizers.plan import OptimizersBudget
@@ -74,6 +75,8 @@ class Common:
     address: str | None = None
     """join a running Ray cluster ('auto' or HOST:PORT) instead of starting a local instance;
     a cluster with Ray's token authentication needs its token here (RAY_AUTH_TOKEN or ~/.ray/auth_token)"""
+    connect_timeout: float = CONNECT_TIMEOUT_S
+    """with --address: seconds to wait for the cluster before giving up (exit 2, nothing started)"""
     resume: bool = False
     """continue an interrupted run in the same --out: finished runs are loaded, unfinished ones run again"""
     progress: bool = True
@@ -186,6 +189,8 @@ def plan(args: Common, name: str) -> list[Planned]:
         raise ValueError(f"--workers must be >= 0 (0: run in this process), got {args.workers}")
     if args.address is not None and not args.address.strip():
         raise ValueError("--address must be 'auto' or HOST:PORT of a running Ray cluster")
+    if not args.connect_timeout > 0:
+        raise ValueError(f"--connect-timeout must be a positive number of seconds, got {args.connect_timeout}")
     seeds = seed_list(args.seeds or (FULL_SEEDS if args.full else QUICK_SEEDS))
     mode = "full" if args.full else "quick"
     own = {f.name for f in fields(Common)} | {"budget", *FLAGSHIP}
@@ -228,7 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     try:
         all_results = run(planned, out, args.workers, args.progress, ["python -m experiments", *argv],
-                          address=args.address, resume=args.resume)
+                          address=args.address, resume=args.resume, connect_timeout=args.connect_timeout)
+    except NotConnected as error:  # no cluster at --address, or SIGINT / SIGTERM while connecting: nothing started
+        print(f"{'error' if error.signum is None else 'interrupted'}: {error}", file=sys.stderr, flush=True)
+        return exit_codes.BAD_INPUT if error.signum is None else 128 + error.signum  # 130 / 143
     except Interrupted as stop:
         resume = shlex.join(["python", "-m", "experiments", *argv, *([] if args.resume else ["--resume"])])
         done = (f"{stop.finished} of {stop.total} runs finished and kept in {args.out}" if stop.total else

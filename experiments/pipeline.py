@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.engine import run_jobs
+from experiments.engine import CONNECT_TIMEOUT_S, run_jobs
 from experiments.engine.jobs import Job
 from experiments.output_dir import OutputLock, check_output_free
 from experiments.report import report_text
@@ -47,7 +47,8 @@ class Planned:
 
 
 def run(planned: list[Planned], out: Path, workers: int, progress: bool, command: list[str],
-        address: str | None = None, resume: bool = False) -> list[dict[str, Any]]:
+        address: str | None = None, resume: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT_S) -> list[dict[str, Any]]:
     """Run every planned experiment's jobs on one engine (:func:`experiments.engine.run_jobs`); write and return
     each experiment's results. ``resume``: jobs an interrupted invocation finished in ``out`` are loaded, not
     re-run. Raises :class:`experiments.engine.Interrupted` on SIGINT / SIGTERM (no results written then), and
@@ -56,22 +57,23 @@ def run(planned: list[Planned], out: Path, workers: int, progress: bool, command
     with OutputLock(out, names, command):
         if not resume:  # again, now that this invocation owns the directories
             check_output_free(out, names)
-        return _run(planned, out, workers, progress, command, address, resume)
+        return _run(planned, out, workers, progress, command, address, resume, connect_timeout)
 
 
 def _run(planned: list[Planned], out: Path, workers: int, progress: bool, command: list[str],
-         address: str | None, resume: bool) -> list[dict[str, Any]]:
+         address: str | None, resume: bool, connect_timeout: float) -> list[dict[str, Any]]:
     jobs: list[Job] = []
     extra_results: dict[str, dict[str, Any]] = {}
     for p in planned:
         jobs += p.experiment.jobs(p.budget, p.seeds, p.name)
         if p.experiment.extra is not None:  # work before the engine (e.g. a Ray Tune search), then its jobs
             more, extra_results[p.name] = p.experiment.extra(ExtraContext(
-                p.name, p.budget, p.seeds, out / p.name, workers, address, resume, p.options))
+                p.name, p.budget, p.seeds, out / p.name, workers, address, resume, p.options, connect_timeout))
             jobs += more
     title = " + ".join(f"{p.name} ({p.mode})" for p in planned)
     started = now_iso()
-    outcome = run_jobs(jobs, out, workers=workers, progress=progress, title=title, address=address, resume=resume)
+    outcome = run_jobs(jobs, out, workers=workers, progress=progress, title=title, address=address, resume=resume,
+                       connect_timeout=connect_timeout)
     all_results = []
     for p in planned:
         runs = [outcome.records[j.id] for j in jobs if j.id.startswith(p.name + "/") and j.id in outcome.records]

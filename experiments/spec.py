@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from experiments.engine.connect import CONNECT_TIMEOUT_S
 from experiments.engine.jobs import Job
 
 
@@ -59,6 +60,7 @@ class ExtraContext:
     address: str | None
     resume: bool
     options: dict[str, Any]
+    connect_timeout: float = CONNECT_TIMEOUT_S  # seconds to join the cluster at ``address``
 
 
 class ExtraJobs(Protocol):

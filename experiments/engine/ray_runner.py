@@ -1,7 +1,8 @@
-"""Jobs as Ray tasks (:func:`experiments.engine.run_jobs` with workers or an address): start (or join) an instance, run one job as a Ray task, ship run directories.
+"""Jobs as Ray tasks (:func:`experiments.engine.run_jobs` with workers or an address): run one job as a Ray task,
+ship run directories, survive the loss of a node.
 
-- :func:`connect`: no address starts a local instance on the loopback interface (no dashboard, usage stats
-  off, quiet logs); ``"auto"`` or ``"HOST:PORT"`` joins a running cluster.
+- Ray is started or joined by :func:`experiments.engine.connect.ray_session` (a local instance, or a cluster,
+  bounded by a timeout).
 - :func:`run_task`: one job in a Ray worker. On the driver's node it writes its run directory in place, under
   the driver's output directory; on any other node it writes to a scratch directory there and returns the
   directory as bytes (a tar archive, through the object store), so no shared filesystem is assumed. The
@@ -9,13 +10,17 @@
   rewritten to point at them. A job that raises returns its traceback: only a dead worker (killed, out of
   memory, node lost) is retried, up to ``RETRIES`` times.
 - :class:`ProgressSink`: an actor that collects the jobs' ``report(done, total)`` calls for the display.
+- A lost node: its jobs run again elsewhere (Ray retries them; from their checkpoints where these survived).
+  Nothing the driver needs lives only on another node: the progress actor is pinned to the driver's node (and
+  made anew if it dies all the same), and a finished job's archive for its dependants is put into the object
+  store by the driver from its own copy. A running job that no live node can run any more fails instead of
+  waiting forever.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import io
-import logging
 import os
 import shutil
 import socket
@@ -28,37 +33,28 @@ from typing import Any
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from experiments.engine.connect import CONNECT_TIMEOUT_S, ray_session
 from experiments.engine.display import Display
 from experiments.engine.jobs import Job, execute, ready
 from experiments.engine.markers import clear, finish
 from experiments.engine.signals import Interrupted, Signals
-from lab import portable
 from lab.portable import kernel_set
 
 RETRIES = 2  # a job whose worker died starts again at most this often (from its checkpoint when resumable)
 REPORT_INTERVAL_S = 0.5
 _POLL_S = 0.25
+_NODES_CHECK_S = 2.0  # how often the driver looks for lost nodes (a GCS call)
 ERROR_KEY = "__job_error__"  # a job that raised returns {ERROR_KEY: traceback} instead of a record
-
-
-def connect(address: str | None, cpus: int) -> None:
-    """``ray.init`` for this process: a local instance with ``cpus`` CPUs, or the cluster at ``address``."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    if address is None:  # "local": a new instance even when RAY_ADDRESS names a cluster (that takes --address)
-        ray.init(address="local", num_cpus=cpus, **quiet)  # its workers inherit this process's environment
-    else:  # a cluster's workers were started elsewhere: portable mode travels in the job's runtime environment
-        ray.init(address=address, **quiet, **({"runtime_env": {"env_vars": portable.ENVIRONMENT}}
-                                              if portable.in_force() else {}))
 
 
 def driver_node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def node_count() -> int:
-    return sum(1 for node in ray.nodes() if node.get("Alive"))
+def live_nodes() -> set[str]:
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
 
 
 def cluster_gpus() -> float:
@@ -188,25 +184,29 @@ def run_task(job: Job, out_dir: str, driver_node: str, deps: dict[str, dict[str,
 
 
 def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, records: dict[str, Any],
-               errors: dict[str, str], display: Display, signals: Signals) -> dict[str, Any]:
+               errors: dict[str, str], display: Display, signals: Signals,
+               connect_timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
     """:func:`experiments.engine.run_jobs` on Ray: submit each job once its dependencies finished, collect
     records (unpacking archives from other nodes), feed the display; on a caught signal cancel everything."""
+    with ray_session(address, workers, signals, connect_timeout):
+        return _schedule(jobs, out, address, records, errors, display, signals.caught)
+
+
+def _schedule(jobs: list[Job], out: Path, address: str | None, records: dict[str, Any], errors: dict[str, str],
+              display: Display, caught: list[int]) -> dict[str, Any]:
     def stop_if(caught: list[int]) -> None:
         if caught:
             raise Interrupted(caught[0], len(records), len(jobs))
 
-    connect(address, workers)
-    signals.install()  # over the SIGTERM handler ray.init set (it would exit at once, with status 1)
-    caught = signals.caught
-    running: dict[Any, tuple[Any, Any]] = {}  # record ref -> (job, archive ref)
+    running: dict[Any, tuple[Job, Any, dict[str, Any]]] = {}  # record ref -> (job, archive ref, task options)
     try:
-        driver, gpus = driver_node_id(), cluster_gpus()
-        engine = {"engine": f"ray {ray.__version__}", "address": address or "local", "nodes": node_count(),
+        driver, gpus, nodes = driver_node_id(), cluster_gpus(), live_nodes()
+        engine = {"engine": f"ray {ray.__version__}", "address": address or "local", "nodes": len(nodes),
                   "cpus": ray.cluster_resources().get("CPU", 0.0), "gpus": gpus}
-        archives: dict[str, Any] = {}  # finished job -> ObjectRef of its run directory (multi-node only)
+        archives: dict[str, Any] = {}  # finished job -> ObjectRef of its run directory, put here (multi-node only)
         by_id = {job.id: job for job in jobs}
-        sink = ProgressSink.remote()
-        asked = sink.take.remote()
+        progress = Progress(driver)
+        nodes_checked = time.monotonic()
         pending = [job for job in jobs if job.id not in records]
         while pending or running:
             stop_if(caught)
@@ -221,29 +221,29 @@ def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, re
                     blobs = [(d, _archive(d, out, archives)) for d in job.deps] if engine["nodes"] > 1 else []
                     options = dict(num_cpus=job.cpus, num_gpus=job.gpus if gpus else 0, resources=job.resources,
                                    num_returns=2)
-                    why = infeasible({"CPU": job.cpus, "GPU": options["num_gpus"], **job.resources})
+                    why = infeasible(_request(job, options))
                     if why is not None:  # fail the job (its dependants are skipped) rather than wait forever
                         errors[job.id] = f"cannot be scheduled: {why}"
                         display.finished(job, ok=False)
                         continue
                     record_ref, blob_ref = run_task.options(**options).remote(
-                        job, str(out), driver, {d: records[d] for d in job.deps}, blobs, sink)
-                    running[record_ref] = (job, blob_ref)
+                        job, str(out), driver, {d: records[d] for d in job.deps}, blobs, progress.sink)
+                    running[record_ref] = (job, blob_ref, options)
             if not running:
                 if pending:
                     raise ValueError(f"jobs {[j.id for j in pending]} wait on each other (a dependency cycle)")
                 break
             done, _ = ray.wait(list(running), num_returns=len(running), timeout=_POLL_S)
             stop_if(caught)  # before results: a signal to the process group also kills Ray's services
-            if ray.wait([asked], timeout=0)[0]:
-                started, latest = ray.get(asked)
-                asked = sink.take.remote()
-                for job_id in started:
-                    display.started(by_id[job_id])
-                for job_id, (n, total) in latest.items():
-                    display.update(job_id, n, total)
+            progress.show(display, by_id)
+            if time.monotonic() - nodes_checked > _NODES_CHECK_S:
+                nodes_checked = time.monotonic()
+                now = live_nodes()
+                if nodes - now:  # a node was lost: its jobs are retried, unless no live node can run them now
+                    _fail_stranded(running, errors, display)
+                nodes = now
             for ref in done:
-                job, blob_ref = running.pop(ref)
+                job, blob_ref, _ = running.pop(ref)
                 display.started(job)
                 try:
                     record, blob = ray.get([ref, blob_ref])
@@ -256,8 +256,7 @@ def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, re
                     display.finished(job, ok=False)
                     continue
                 if blob is not None:
-                    unpack(blob, out / job.id)
-                    archives[job.id] = blob_ref
+                    unpack(blob, out / job.id)  # dependants get it from here (_archive), not from the job's node
                 records[job.id] = record  # its marker came with it (written by run_task)
                 display.finished(job, ok=True)
             display.refresh()
@@ -267,11 +266,58 @@ def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, re
         for ref in running:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        ray.shutdown()
+
+
+class Progress:
+    """The driver's side of :class:`ProgressSink`: the actor lives on the driver's node (a lost node cannot take
+    it along) and is made anew should it die all the same (jobs already running then report to the old one)."""
+
+    def __init__(self, driver_node: str) -> None:
+        self.driver_node = driver_node
+        self.sink, self.asked = self._new()
+
+    def _new(self) -> tuple[Any, Any]:
+        here = NodeAffinitySchedulingStrategy(node_id=self.driver_node, soft=False)
+        sink = ProgressSink.options(scheduling_strategy=here).remote()
+        return sink, sink.take.remote()
+
+    def show(self, display: Display, by_id: dict[str, Job]) -> None:
+        """Pass what the jobs reported since the last call to ``display``."""
+        if not ray.wait([self.asked], timeout=0)[0]:
+            return
+        try:
+            started, latest = ray.get(self.asked)
+        except ray.exceptions.RayActorError:
+            self.sink, self.asked = self._new()
+            return
+        self.asked = self.sink.take.remote()
+        for job_id in started:
+            display.started(by_id[job_id])
+        for job_id, (n, total) in latest.items():
+            display.update(job_id, n, total)
+
+
+def _request(job: Job, options: dict[str, Any]) -> dict[str, float]:
+    return {"CPU": job.cpus, "GPU": options["num_gpus"], **job.resources}
+
+
+def _fail_stranded(running: dict[Any, tuple[Job, Any, dict[str, Any]]], errors: dict[str, str],
+                   display: Display) -> None:
+    """Cancel and fail the running jobs that no live node can run any more (their node was lost and took the
+    resources they ask for along): Ray would keep their retries waiting forever."""
+    for ref, (job, _, options) in list(running.items()):
+        why = infeasible(_request(job, options))
+        if why is not None:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+            del running[ref]
+            errors[job.id] = f"cannot be scheduled any more (a node was lost): {why}"
+            display.finished(job, ok=False)
 
 
 def _archive(job_id: str, out: Path, archives: dict[str, Any]) -> Any:
-    """The object-store copy of a finished job's run directory (packed on first use when it ran here)."""
+    """The object-store copy of a finished job's run directory, packed and put here from the driver's copy on
+    first use: owned and stored on the driver's node, so the loss of the node that ran the job cannot lose it."""
     if job_id not in archives:
         archives[job_id] = ray.put(pack(out / job_id))
     return archives[job_id]

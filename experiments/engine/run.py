@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.engine.connect import CONNECT_TIMEOUT_S
 from experiments.engine.display import Display
 from experiments.engine.inline import run_inline
 from experiments.engine.jobs import Job, Outcome, check_jobs, critical_path_order, this_invocation_cpu
@@ -25,9 +26,11 @@ from experiments.engine.signals import Interrupted, Signals
 
 
 def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, progress: bool = True,
-             title: str = "runs", address: str | None = None, resume: bool = False) -> Outcome:
-    """Run ``jobs`` (dependencies first) on Ray with ``workers`` local CPUs or the cluster at ``address``, or in
-    this process for ``workers=0``; see the module docstring."""
+             title: str = "runs", address: str | None = None, resume: bool = False,
+             connect_timeout: float = CONNECT_TIMEOUT_S) -> Outcome:
+    """Run ``jobs`` (dependencies first) on Ray with ``workers`` local CPUs or the cluster at ``address`` (joined
+    within ``connect_timeout`` seconds, else :class:`experiments.engine.connect.NotConnected`), or in this process
+    for ``workers=0``; see the module docstring."""
     check_jobs(jobs)
     out = Path(out_dir).absolute()  # a worker's working directory need not be this process's
     jobs = critical_path_order(jobs)
@@ -45,7 +48,8 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
             else:
                 from experiments.engine.ray_runner import run_on_ray  # Ray is imported only when it is used
 
-                engine = run_on_ray(jobs, out, workers, address, records, errors, display, signals)
+                engine = run_on_ray(jobs, out, workers, address, records, errors, display, signals,
+                                    connect_timeout)
     except Interrupted as stop:
         finished = mark_incomplete(jobs, out)
         raise Interrupted(stop.signum, finished, len(jobs)) from None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.digits import plan as digits
+from experiments.engine.connect import CONNECT_TIMEOUT_S, NotConnected, connect
 from experiments.engine.jobs import Job
 from experiments.engine.markers import ResumeMismatchError
 from experiments.engine.signals import Interrupted, Signals
@@ -80,21 +81,19 @@ def trial(config: dict[str, Any], budget: Any) -> None:
 
 
 def tune_rates(budget: Any, trials: int, storage: Path, workers: int = 2, address: str | None = None,
-               seed: int = TUNE_SEED) -> dict[str, Any]:
+               seed: int = TUNE_SEED, connect_timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
     """Tune every (paradigm, optimizer) pair of ``budget`` with ``trials`` trials each; the tuned rates, the
     search's settings and every trial (JSON-able). Starts (or joins) Ray and shuts it down after."""
-    import ray  # here: importing Ray takes a second, and only a tuned experiment needs Tune
-    from ray import tune
+    from ray import tune  # here: importing Ray takes a second, and only a tuned experiment needs Tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from experiments.engine.ray_runner import connect  # imports Ray too
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV per trial
     signals = Signals(raise_at_once=True)  # Ray's loops may mangle the exception: it is checked below
-    connect(address, workers)
-    signals.install()  # over ray.init's SIGTERM handler (Tune puts its own SIGINT one during fit)
+    shutdown = None
     try:
+        shutdown = connect(address, workers, signals, connect_timeout)  # Tune sets its own SIGINT handler in fit
+
         def lr_of(spec: Any) -> float:  # a sample of u, as a learning rate of that trial's optimizer
             return get_optimizer_info(spec.config["optimizer"]).default_lr * 10 ** spec.config["log10_factor"]
 
@@ -116,14 +115,15 @@ def tune_rates(budget: Any, trials: int, storage: Path, workers: int = 2, addres
             c = result.config
             rows.append({"variant": f"{c['paradigm']}-{c['optimizer']}", "lr": c["lr"],
                          "log10_factor": c["log10_factor"], METRIC: result.metrics[METRIC]})
-    except Interrupted:
+    except (Interrupted, NotConnected):
         raise
     except BaseException:
         if signals.caught:
             raise Interrupted(signals.caught[0], 0, 0) from None
         raise
     finally:
-        ray.shutdown()
+        if shutdown is not None:
+            shutdown()
         signals.__exit__()
     rows.sort(key=lambda r: (r["variant"], r["lr"]))
     best = {}
@@ -147,7 +147,7 @@ def tuned_jobs(budget: Any, seeds: list[int], tuned: dict[str, Any], exp: str = 
 
 
 def load_or_tune(budget: Any, trials: int, exp_dir: Path, workers: int, address: str | None,
-                 resume: bool) -> dict[str, Any]:
+                 resume: bool, connect_timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
     """The tuning of an experiment directory: ``tuning.json`` when resuming after it was written (the search
     is deterministic, so an interrupted one simply runs again), else a new search, written atomically."""
     path = exp_dir / TUNING_JSON
@@ -158,7 +158,8 @@ def load_or_tune(budget: Any, trials: int, exp_dir: Path, workers: int, address:
             return saved
         raise ResumeMismatchError(f"{path} was tuned with other settings than this command's; resume with the "
                                   "command that started it, or choose a new --out")
-    tuned = tune_rates(budget, trials, exp_dir / "tuning", workers=max(workers, 1), address=address)
+    tuned = tune_rates(budget, trials, exp_dir / "tuning", workers=max(workers, 1), address=address,
+                       connect_timeout=connect_timeout)
     write_json(path, tuned)
     return tuned
 
@@ -177,7 +178,7 @@ class TuneSweep:
         if not trials:
             return [], {}
         tuned = load_or_tune(context.budget, trials, context.exp_dir, context.workers, context.address,
-                             context.resume)
+                             context.resume, context.connect_timeout)
         return tuned_jobs(context.budget, context.seeds, tuned, exp=context.name), {"tuning": tuned}
 
 
