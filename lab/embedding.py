@@ -55,7 +55,7 @@ def check_token_ids(ids: Tensor, vocab_size: int) -> None:
     """Raise a clear error for non-integer ids or ids outside [0, vocab_size)."""
     if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise TypeError(f"token ids must be an integer tensor, got {ids.dtype}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(
-            f"token ids must lie in [0, {vocab_size}), got min {int(ids.min())} and max {int(ids.max())}"
-        )
+    if ids.numel():
+        low, high = torch.stack(torch.aminmax(ids)).tolist()  # one pass, one sync: it runs on every RL step
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"token ids must lie in [0, {vocab_size}), got min {low} and max {high}")
