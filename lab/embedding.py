@@ -54,14 +54,18 @@ class FieldEmbedding(nn.Module):
 class GridPatchEmbedding(nn.Module):
     """A grid of multi-field categorical cells -> patch tokens: (B, H * W, F) ids -> (B, H' * W', D).
 
-    A ViT-style patch embedding (overlapping patches when stride < kernel) for cells that are categories rather
-    than pixels: each k x k patch's one-hot fields (k * k * F * vocab_size inputs, k * k * F of them ones) go
-    through one ``Linear`` (``proj``), the function a ``Conv2d(F * vocab_size, D, k, stride)`` over the one-hot
-    grid computes. H' = (H - k) // stride + 1, likewise W'; patches and tokens are row-major.
+    Each cell is embedded as a :class:`FieldEmbedding` embeds it (one table shared by every cell, the same init
+    and sqrt(D) scale), then every k x k patch's cell embeddings, concatenated, are projected to D (``merge``): a
+    ``Conv2d(D, D, k, stride)`` over the embedded grid, a ViT-style patch embedding with overlapping patches when
+    stride < kernel. H' = (H - k) // stride + 1, likewise W'; patches and tokens are row-major.
 
-    Why not a :class:`FieldEmbedding` followed by a convolution: on a CPU, the table's backward pass (an index
-    scatter) and the convolution's gradients on a 7 x 7 grid cost several times this one matrix product. Weights
-    start at N(0, 1 / (k * k * F)): a patch's token then has unit variance, as a :class:`FieldEmbedding`'s does.
+    Computed for a CPU's sake as one matrix product per batch: the table and ``merge`` are composed into one
+    weight per (cell of the patch, field, id) (a few hundred rows, cheap to form at every call), and each patch's
+    one-hot fields are multiplied by it. The same function and parameters (so the same gradients) as an embedding
+    lookup, a gather of the patches and ``merge``, without their backward passes (an index scatter, a gather's
+    scatter-add), which made a FieldEmbedding + Conv2d the costliest part of PPO's minibatch. The shared table
+    matters for learning: a projection of each patch's one-hot cells without it learned GoToRedBallGrey more
+    slowly per frame.
     """
 
     def __init__(self, vocab_size: int, num_fields: int, d_model: int, grid: tuple[int, int], kernel: int,
@@ -72,23 +76,18 @@ class GridPatchEmbedding(nn.Module):
         height, width = grid
         if kernel < 1 or stride < 1 or kernel > min(height, width):
             raise ValueError(f"need 1 <= kernel <= min(grid) = {min(grid)} and stride >= 1, got {kernel} and {stride}")
-        self.vocab_size, self.num_fields, self.grid = vocab_size, num_fields, (height, width)
-        inputs = kernel * kernel * num_fields  # one-hot groups per patch
-        self.proj = nn.Linear(inputs * vocab_size, d_model)
-        nn.init.normal_(self.proj.weight, std=1 / math.sqrt(inputs))
-        nn.init.zeros_(self.proj.bias)
-        # cells[p, j]: the j-th cell (row-major within the patch) of patch p; slot j * F + f of the patch's one-hot
-        # groups holds field f of that cell, its ids shifted by (j * F + f) * vocab_size.
+        self.vocab_size, self.num_fields, self.grid, self.scale = vocab_size, num_fields, (height, width), math.sqrt(d_model)
+        # FieldEmbedding's table and init: field f of a cell uses rows f * vocab_size ... (f + 1) * vocab_size - 1.
+        self.weight = nn.Parameter(torch.randn(vocab_size * num_fields, d_model) / math.sqrt(d_model * num_fields))
+        self.merge = nn.Linear(kernel * kernel * d_model, d_model)  # input: the patch's cells, row-major, each D
         rows = torch.arange(0, height - kernel + 1, stride)
         cols = torch.arange(0, width - kernel + 1, stride)
         corner = (rows[:, None] * width + cols[None, :]).reshape(-1)  # (P,) top-left cell of each patch
         within = (torch.arange(kernel)[:, None] * width + torch.arange(kernel)[None, :]).reshape(-1)  # (k * k,)
-        self.register_buffer("cells", corner[:, None] + within[None, :], persistent=False)  # (P, k * k)
-        self.register_buffer("offsets", torch.arange(inputs) * vocab_size, persistent=False)  # (k * k * F,)
-
-    @property
-    def num_patches(self) -> int:
-        return self.cells.shape[0]
+        self.num_patches = len(corner)
+        self.register_buffer("cells", (corner[:, None] + within[None, :]).reshape(-1), persistent=False)  # (P k k,)
+        # Row of the composed weight for (cell j of the patch, field f, id): (j * F + f) * vocab_size + id.
+        self.register_buffer("offsets", torch.arange(kernel * kernel * num_fields) * vocab_size, persistent=False)
 
     def forward(self, ids: Tensor) -> Tensor:
         batch, cells = ids.shape[0], self.grid[0] * self.grid[1]
@@ -96,10 +95,14 @@ class GridPatchEmbedding(nn.Module):
             raise ValueError(f"expected ids of shape (batch, {cells}, {self.num_fields}) for the {self.grid} grid, "
                              f"got {tuple(ids.shape)}")
         check_token_ids(ids, self.vocab_size)
-        patches = ids.long()[:, self.cells].flatten(2) + self.offsets  # (B, P, k * k * F) rows of the one-hot
-        one_hot = torch.zeros(batch, self.num_patches, self.proj.in_features, dtype=self.proj.weight.dtype,
-                              device=ids.device)
-        return self.proj(one_hot.scatter_(2, patches, 1.0))  # (B, P, D)
+        d_model, patches = self.weight.shape[1], self.num_patches
+        table = self.weight * self.scale  # (F * vocab, D): FieldEmbedding's embeddings
+        per_cell = self.merge.weight.view(d_model, -1, d_model)  # (D out, k * k, D in)
+        composed = torch.einsum("vi,oji->jvo", table, per_cell).reshape(-1, d_model)  # (k * k * F * vocab, D)
+        rows = ids.long().index_select(1, self.cells).view(batch, patches, -1) + self.offsets  # (B, P, k * k * F)
+        one_hot = torch.zeros(batch, patches, composed.shape[0], dtype=composed.dtype, device=ids.device)
+        return torch.addmm(self.merge.bias, one_hot.scatter_(2, rows, 1.0).view(batch * patches, -1),
+                           composed).view(batch, patches, d_model)  # (B, P, D)
 
 
 def check_token_ids(ids: Tensor, vocab_size: int) -> None:

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lab.classifier import ClassifierConfig, TransformerClassifier
-from lab.embedding import GridPatchEmbedding
+from lab.embedding import FieldEmbedding, GridPatchEmbedding
 from lab.fusion import FusionConfig, FusionTransformer, ModalitySpec
 from lab.layers import TransformerConfig
 
@@ -177,20 +177,21 @@ def test_fusion_errors():
 
 
 # ------------------------------------------------------------------------------------------- conv stem (patches)
-def test_grid_patch_embedding_is_a_convolution_over_the_one_hot_cells():
-    """GridPatchEmbedding's Linear over each patch's one-hot fields computes Conv2d(F * V, D, k, stride) over the
-    one-hot grid (its weight laid out (row, col, field, id)), row-major patches."""
+def test_grid_patch_embedding_is_a_field_embedding_then_a_convolution():
+    """GridPatchEmbedding = FieldEmbedding of each cell (its table, init scale and sqrt(D)), then Conv2d(D, D, k,
+    stride) over the embedded grid, whose weight is ``merge``'s laid out (row, col, channel); row-major patches."""
     torch.manual_seed(0)
     vocab, fields, d, grid, kernel, stride = 11, 3, 8, (7, 7), 3, 2
     patches = GridPatchEmbedding(vocab, fields, d, grid, kernel, stride)
+    cells = FieldEmbedding(vocab, fields, d)
+    conv = torch.nn.Conv2d(d, d, kernel, stride)
+    with torch.no_grad():
+        cells.weight.copy_(patches.weight)
+        conv.weight.copy_(patches.merge.weight.view(d, kernel, kernel, d).permute(0, 3, 1, 2))
+        conv.bias.copy_(patches.merge.bias)
     ids = torch.randint(0, vocab, (4, 49, fields))
-    one_hot = F.one_hot(ids + torch.arange(fields) * vocab, vocab * fields).sum(2).float()  # (B, 49, F * V)
-    conv = torch.nn.Conv2d(fields * vocab, d, kernel, stride)
-    with torch.no_grad():  # proj's inputs are (cell of the patch, field, id); the conv's (channel, row, col)
-        conv.weight.copy_(patches.proj.weight.view(d, kernel, kernel, fields * vocab).permute(0, 3, 1, 2))
-        conv.bias.copy_(patches.proj.bias)
-        expected = conv(one_hot.view(4, 7, 7, -1).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, 9, D)
-        torch.testing.assert_close(patches(ids), expected)
+    expected = conv(cells(ids).view(4, 7, 7, d).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, 9, D)
+    torch.testing.assert_close(patches(ids), expected)
     assert patches.num_patches == 9 and patches(ids).shape == (4, 9, d)
     with pytest.raises(ValueError, match=r"shape \(batch, 49, 3\)"):
         patches(ids[:, :48])
