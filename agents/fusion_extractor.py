@@ -71,7 +71,8 @@ class FusionExtractor(BaseFeaturesExtractor):
             raise ValueError("view_stem and history_as_one_token change how BabyAI's view and previous actions are "
                              "tokenised; other dicts have neither")
         if history_as_one_token and "prev_actions" not in observation_space.spaces:
-            raise ValueError("history_as_one_token needs 'prev_actions' in the observation (action_history=k > 0)")
+            raise ValueError("history_as_one_token needs 'prev_actions' in the observation (env_kwargs "
+                             "action_history=k > 0); without previous actions set history_as_one_token=False")
         modalities = self._babyai_modalities(observation_space, view_stem, history_as_one_token) if babyai else \
             [_generic_modality(key, space) for key, space in observation_space.spaces.items()]
         # Image tokens: the stem's, or H x W cells (whatever the level's agent_view_size); fixed per env, as is

@@ -3,6 +3,7 @@ and inputs, in-process envs, one evaluation for both, each side's own random sta
 torch-ac itself is an optional extra (".[bench]"): the one test that needs it skips without it."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import random
@@ -114,8 +115,11 @@ def test_the_lab_side_runs_without_torch_ac_and_reports_frames_speed_and_success
         bench.main(["--preset", "nope", "--no-peer"])
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch_ac") is None, reason="torch-ac is the optional extra .[bench]")
 def test_the_peer_runs_torch_ac_with_its_envs_in_process():
-    pytest.importorskip("torch_ac")
+    # importing torch_ac directly (importorskip) would fail once another test has set a multiprocessing start
+    # method: make_peer imports it without letting it set one
+    multiprocessing.set_start_method(multiprocessing.get_start_method(), force=True)  # as after such a test
     from benchmarks.torch_ac_peer import make_peer
 
     algo = make_peer(LEVEL, seed=1, procs=2, frames_per_proc=16, batch_size=16)
