@@ -90,7 +90,8 @@ class Interleave(BaseCallback):
     def __init__(self, peer: Any, lab_clock: Clock, peer_clock: Clock, lab_rng: RandomStates,
                  peer_rng: RandomStates) -> None:
         super().__init__()
-        self.peer, self.lab_clock, self.peer_clock, self.lab_rng, self.peer_rng = peer, lab_clock, peer_clock, lab_rng, peer_rng
+        self.peer, self.lab_clock, self.peer_clock = peer, lab_clock, peer_clock
+        self.lab_rng, self.peer_rng = lab_rng, peer_rng
         self.peer_frames, self._lab_frames_at_start = 0, 0
 
     def _on_training_start(self) -> None:
@@ -205,8 +206,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"ratio lab / torch-ac: {report['ratio_cpu']:.2f} by CPU time "
                      f"({report['ratio_median_rounds']:.2f} median of rounds, {report['ratio_wall']:.2f} by wall time)")
     load = report["machine"]
-    lines.append(f"load average before / after: {load['load_average_before'][0]:.2f} / {load['load_average_after'][0]:.2f} "
-                 f"on {load['cpus']} CPUs")
+    before, after = load["load_average_before"][0], load["load_average_after"][0]
+    lines.append(f"load average before / after: {before:.2f} / {after:.2f} on {load['cpus']} CPUs")
     return "\n".join(lines)
 
 

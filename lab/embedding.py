@@ -76,7 +76,8 @@ class GridPatchEmbedding(nn.Module):
         height, width = grid
         if kernel < 1 or stride < 1 or kernel > min(height, width):
             raise ValueError(f"need 1 <= kernel <= min(grid) = {min(grid)} and stride >= 1, got {kernel} and {stride}")
-        self.vocab_size, self.num_fields, self.grid, self.scale = vocab_size, num_fields, (height, width), math.sqrt(d_model)
+        self.vocab_size, self.num_fields, self.grid = vocab_size, num_fields, (height, width)
+        self.scale = math.sqrt(d_model)
         # FieldEmbedding's table and init: field f of a cell uses rows f * vocab_size ... (f + 1) * vocab_size - 1.
         self.weight = nn.Parameter(torch.randn(vocab_size * num_fields, d_model) / math.sqrt(d_model * num_fields))
         self.merge = nn.Linear(kernel * kernel * d_model, d_model)  # input: the patch's cells, row-major, each D

@@ -102,7 +102,8 @@ def test_interleaving_with_a_peer_leaves_the_lab_run_as_it_is_alone():
 
 def test_the_lab_side_runs_without_torch_ac_and_reports_frames_speed_and_success(tmp_path, capsys):
     out = tmp_path / "report.json"
-    report = bench.main(["--frames", "1000", "--eval-episodes", "4", "--eval-envs", "4", "--no-peer", "--out", str(out)])
+    report = bench.main(["--frames", "1000", "--eval-episodes", "4", "--eval-envs", "4", "--no-peer",
+                         "--out", str(out)])
     preset = get_preset("babyai-gotoredballgrey")
     assert report["frames"] == preset.n_envs * preset.algo_kwargs["n_steps"]  # rounded up to whole updates
     assert "peer" not in report and json.loads(out.read_text())["lab"]["frames"] == report["frames"]
