@@ -35,10 +35,15 @@ class FusionExtractor(BaseFeaturesExtractor):
     Args:
         observation_space: a Dict as above.
         pooling: ``"cls"`` or ``"mean"`` (FusionTransformer's options), or ``"flat"`` (BabyAI only): the CLS
-            state and the image cells' token states (1 + 7 * 7 for BabyAI's view) concatenated,
-            ``features_dim = (1 + cells) * d_model``. Flat keeps *where* each cell's content is, like a CNN's
-            flatten; with CLS alone PPO plateaued at ~0.91 success on GoToRedBallGrey, with flat it reached 0.99.
-            The FusionTransformer and its state dict are the same for every pooling.
+            state and the image's token states (1 + 7 * 7 for BabyAI's view, 1 + 9 with ``view_stem=(3, 2)``)
+            concatenated, ``features_dim = (1 + image tokens) * d_model``. Flat keeps *where* each cell's content
+            is, like a CNN's flatten; with CLS alone PPO plateaued at ~0.91 success on GoToRedBallGrey, with flat
+            it reached 0.99. The FusionTransformer and its state dict are the same for every pooling.
+        view_stem: BabyAI only: ``(kernel, stride)`` of a conv stem over the embedded 7 x 7 view
+            (:func:`envs.babyai_fusion.babyai_modalities`); (3, 2) turns 49 cell tokens into 9, the cheap recipe
+            of ``agents.presets`` (BENCHMARKS.md, "PPO on BabyAI vs torch-ac"). None: one token per cell.
+        history_as_one_token: BabyAI with ``prev_actions`` only: the k previous actions are one token of k fields
+            instead of k tokens (:func:`envs.babyai_fusion.babyai_modalities`).
         config: a whole ``lab.TransformerConfig`` (e.g. the one a behaviour-cloning encoder was built with),
             instead of keyword overrides.
         **transformer: ``lab.TransformerConfig`` fields overriding :data:`FUSION_DEFAULTS`; they must match
@@ -48,7 +53,7 @@ class FusionExtractor(BaseFeaturesExtractor):
 
     def __init__(
         self, observation_space: spaces.Space, pooling: str = "cls", config: TransformerConfig | None = None,
-        **transformer: Any
+        view_stem: tuple[int, int] | None = None, history_as_one_token: bool = False, **transformer: Any
     ) -> None:
         self.check_observation_space(observation_space)
         if pooling not in FUSION_POOLINGS:
@@ -62,24 +67,40 @@ class FusionExtractor(BaseFeaturesExtractor):
         babyai = is_babyai_space(observation_space)
         if pooling == "flat" and not babyai:
             raise ValueError("pooling 'flat' reads BabyAI's image cells; use 'cls' or 'mean' for other dicts")
-        # Image cells: the view is H x W, whatever the level's agent_view_size; fixed per env, so is features_dim.
-        image_cells = int(math.prod(observation_space["image"].shape[:2])) if babyai else 0
-        super().__init__(observation_space, features_dim=config.d_model * (1 + image_cells if pooling == "flat" else 1))
-        self.babyai, self.image_cells, self.pooling = babyai, image_cells, pooling
-        if self.babyai:
-            from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities  # imports minigrid: BabyAI only
+        if (view_stem is not None or history_as_one_token) and not babyai:
+            raise ValueError("view_stem and history_as_one_token change how BabyAI's view and previous actions are "
+                             "tokenised; other dicts have neither")
+        if history_as_one_token and "prev_actions" not in observation_space.spaces:
+            raise ValueError("history_as_one_token needs 'prev_actions' in the observation (env_kwargs "
+                             "action_history=k > 0); without previous actions set history_as_one_token=False")
+        modalities = self._babyai_modalities(observation_space, view_stem, history_as_one_token) if babyai else \
+            [_generic_modality(key, space) for key, space in observation_space.spaces.items()]
+        # Image tokens: the stem's, or H x W cells (whatever the level's agent_view_size); fixed per env, as is
+        # features_dim.
+        image_tokens = 0 if not babyai else modalities[0].num_tokens if view_stem is not None else \
+            int(math.prod(observation_space["image"].shape[:2]))
+        super().__init__(observation_space, features_dim=config.d_model * (1 + image_tokens if pooling == "flat" else 1))
+        self.babyai, self.image_tokens, self.pooling = babyai, image_tokens, pooling
+        if babyai:
+            from envs.babyai_fusion import babyai_fusion_inputs
 
-            history = observation_space.spaces.get("prev_actions")
-            modalities = babyai_modalities(
-                max_mission_len=observation_space["mission"].shape[0],
-                action_history=0 if history is None else int(history.shape[0]),
-            )
             self._babyai_inputs = babyai_fusion_inputs
-            self._prev_actions = history is not None
-        else:
-            modalities = [_generic_modality(key, space) for key, space in observation_space.spaces.items()]
+            self._prev_actions = "prev_actions" in observation_space.spaces
+            self._history_as_one_token = history_as_one_token
         fusion_pooling = "cls" if pooling == "flat" else pooling  # "flat" reads the token states itself
         self.fusion = FusionTransformer(FusionConfig(modalities, transformer=config, pooling=fusion_pooling))
+
+    @staticmethod
+    def _babyai_modalities(space: spaces.Dict, view_stem: tuple[int, int] | None,
+                           history_as_one_token: bool) -> list[ModalitySpec]:
+        from envs.babyai_fusion import VIEW, babyai_modalities  # imports minigrid: BabyAI only
+
+        if view_stem is not None and tuple(space["image"].shape[:2]) != VIEW:
+            raise ValueError(f"view_stem needs BabyAI's {VIEW} view, got an image of shape {space['image'].shape}")
+        history = space.spaces.get("prev_actions")
+        return babyai_modalities(max_mission_len=space["mission"].shape[0],
+                                 action_history=0 if history is None else int(history.shape[0]), view_stem=view_stem,
+                                 history_as_one_token=history_as_one_token)
 
     @staticmethod
     def check_observation_space(space: spaces.Space) -> None:
@@ -130,12 +151,13 @@ class FusionExtractor(BaseFeaturesExtractor):
             inputs, masks = self._babyai_inputs(
                 observations["image"], observations["direction"], observations["mission"],
                 observations["prev_actions"] if self._prev_actions else None,
+                history_as_one_token=self._history_as_one_token,
             )
             if not bool(masks["mission"].any()):
                 masks = None  # one mission length in the batch (always at batch 1): SDPA without a mask is faster
             out = self.fusion(inputs, masks)
             if self.pooling == "flat":
-                return out.tokens[:, : 1 + self.image_cells].flatten(1)  # (B, 1 + cells, D) -> (B, (1 + cells) D)
+                return out.tokens[:, : 1 + self.image_tokens].flatten(1)  # (B, 1 + image, D) -> (B, (1 + image) D)
             return out.fused
         inputs = {}
         for name, embed in self.fusion.modalities.items():

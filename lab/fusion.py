@@ -6,6 +6,7 @@ summarises the joint sequence.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lab.classifier import masked_mean
-from lab.embedding import FieldEmbedding
+from lab.embedding import FieldEmbedding, GridPatchEmbedding
 from lab.layers import TransformerConfig, TransformerEncoder
 
 MODALITY_KINDS = ("tokens", "features")
@@ -27,6 +28,12 @@ class ModalitySpec:
     kind "tokens": integer ids (B, T) or (B, T, num_fields), ``size`` = vocabulary size per field.
     kind "features": float vectors (B, T, size), linearly projected.
     ``max_len`` bounds T (learned positions are allocated for it).
+
+    ``conv_stem=(kernel, stride)`` (tokens only, with ``grid=(H, W)`` and ``max_len = H * W``): the T = H * W
+    tokens, row-major over the grid, are embedded by a convolution over their one-hot fields
+    (:class:`lab.embedding.GridPatchEmbedding`, a ViT-style patch embedding) and the modality contributes its
+    H' * W' patch tokens instead (:attr:`num_tokens`): a 7 x 7 view with (3, 2) gives 9 tokens for 49, and every
+    token less costs less in each attention layer and in a readout of the token states.
     """
 
     name: str
@@ -34,6 +41,8 @@ class ModalitySpec:
     size: int
     max_len: int
     num_fields: int = 1  # tokens only: e.g. 3 for BabyAI grid cells (object, colour, state)
+    grid: tuple[int, int] | None = None  # (H, W) layout of the max_len tokens; only the conv stem needs it
+    conv_stem: tuple[int, int] | None = None  # (kernel, stride) of a Conv2d over the grid; None: one token per cell
 
     def __post_init__(self) -> None:
         if self.kind not in MODALITY_KINDS:
@@ -42,6 +51,27 @@ class ModalitySpec:
             raise ValueError(f"modality {self.name!r}: size, max_len and num_fields must be positive")
         if self.kind == "features" and self.num_fields != 1:
             raise ValueError(f"modality {self.name!r}: num_fields applies to token modalities only")
+        if self.conv_stem is not None:
+            self._check_conv_stem()
+
+    def _check_conv_stem(self) -> None:
+        where = f"modality {self.name!r}: conv_stem"
+        if self.kind != "tokens" or self.grid is None or len(self.grid) != 2:
+            raise ValueError(f"{where} needs kind 'tokens' and grid=(H, W), got kind {self.kind!r}, grid {self.grid}")
+        height, width = self.grid
+        if height * width != self.max_len:
+            raise ValueError(f"{where}: grid {self.grid} holds {height * width} tokens but max_len is {self.max_len}")
+        if len(self.conv_stem) != 2 or min(self.conv_stem) < 1 or self.conv_stem[0] > min(height, width):
+            raise ValueError(f"{where} must be (kernel, stride) with 1 <= kernel <= min(grid) = {min(height, width)} "
+                             f"and stride >= 1, got {self.conv_stem}")
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the modality contributes at full length: ``max_len``, or the conv stem's H' * W'."""
+        if self.conv_stem is None:
+            return self.max_len
+        kernel, stride = self.conv_stem
+        return math.prod((side - kernel) // stride + 1 for side in self.grid)
 
 
 @dataclass
@@ -72,11 +102,13 @@ class _ModalityEmbedding(nn.Module):
     def __init__(self, spec: ModalitySpec, d_model: int) -> None:
         super().__init__()
         self.spec = spec
-        if spec.kind == "tokens":
-            self.embed: nn.Module = FieldEmbedding(spec.size, spec.num_fields, d_model)
+        if spec.conv_stem is not None:
+            self.embed: nn.Module = GridPatchEmbedding(spec.size, spec.num_fields, d_model, spec.grid, *spec.conv_stem)
+        elif spec.kind == "tokens":
+            self.embed = FieldEmbedding(spec.size, spec.num_fields, d_model)
         else:
             self.embed = nn.Linear(spec.size, d_model)
-        self.positions = nn.Parameter(torch.randn(spec.max_len, d_model) * 0.02)
+        self.positions = nn.Parameter(torch.randn(spec.num_tokens, d_model) * 0.02)
 
     def forward(self, x: Tensor) -> Tensor:
         spec = self.spec
@@ -92,7 +124,10 @@ class _ModalityEmbedding(nn.Module):
             raise ValueError(f"modality {spec.name!r} expects features of shape (batch, length, {spec.size}), got {tuple(x.shape)}")
         if x.shape[1] > spec.max_len:
             raise ValueError(f"modality {spec.name!r} has {x.shape[1]} tokens, more than its max_len {spec.max_len}")
-        return self.embed(x) + self.positions[: x.shape[1]]
+        if spec.conv_stem is not None and x.shape[1] != spec.max_len:
+            raise ValueError(f"modality {spec.name!r} has a conv stem over its {spec.grid} grid: it needs all "
+                             f"{spec.max_len} tokens, got {x.shape[1]}")
+        return self.embed(x) + self.positions[: spec.num_tokens if spec.conv_stem else x.shape[1]]
 
 
 class FusionTransformer(nn.Module):

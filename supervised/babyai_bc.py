@@ -127,6 +127,10 @@ class BCModelConfig:
     """gelu or relu (the RL extractor's default is relu: match it when transferring encoder.pt)"""
     pooling: str = "cls"
     """cls (a learned summary token) or mean: what the action head reads"""
+    view_stem: tuple[int, int] | None = None
+    """(kernel, stride) of a conv stem giving the 7x7 view as patch tokens ((3, 2): 9 for 49); None: one per cell"""
+    history_as_one_token: bool = False
+    """the previous actions as one token of k fields instead of k tokens (fewer tokens, same inputs)"""
 
     def __post_init__(self) -> None:
         _require(self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}; choose one of "
@@ -223,7 +227,8 @@ class BCPolicy(nn.Module):
         super().__init__()
         config = config or BCModelConfig()
         self.action_history = action_history
-        modalities = babyai_modalities(max_mission_len, action_history)
+        self.history_as_one_token = config.history_as_one_token and action_history > 0
+        modalities = babyai_modalities(max_mission_len, action_history, config.view_stem, self.history_as_one_token)
         self.encoder = FusionTransformer(FusionConfig(modalities, config.transformer_config(), config.pooling))
         self.head = nn.Linear(config.d_model, NUM_ACTIONS)
 
@@ -237,7 +242,8 @@ class BCPolicy(nn.Module):
                                  f"'prev_actions' (batch, {self.action_history}) as make_babyai_env(level, "
                                  f"action_history={self.action_history}) gives them; got {got}")
         inputs, masks = babyai_fusion_inputs(observations["image"], observations["direction"],
-                                             observations["mission"], prev_actions)
+                                             observations["mission"], prev_actions,
+                                             history_as_one_token=self.history_as_one_token)
         return self.logits(inputs, masks)
 
     def logits(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:

@@ -105,7 +105,7 @@ def ppo_config(budget: Any, rl_steps: int, readout: str, algo: str = "ppo") -> A
     behaviour cloning: the same fresh episodes, 100 lockstep envs, sampled actions unless ``budget.greedy``.
     """
     model = BCModelConfig()
-    preset = PRESETS["babyai-gotoredballgrey"]
+    preset = PRESETS["babyai-gotoredballgrey-cells"]  # the recipe these experiments were measured with
     n_steps = max(1, min(preset.algo_kwargs["n_steps"], rl_steps // preset.n_envs))
     algo_kwargs = dict(n_steps=n_steps, batch_size=min(preset.algo_kwargs["batch_size"], n_steps * preset.n_envs))
     policy_kwargs = dict(net_arch=dict(pi=[], vf=[])) if readout == "cls" else {}

@@ -221,6 +221,30 @@ def test_fusion_flat_readout_is_cls_and_the_49_image_cells_flattened():
         FusionExtractor(spaces.Dict({"state": spaces.Box(-1, 1, (3,))}), pooling="flat")
 
 
+def test_fusion_with_a_view_stem_and_one_history_token_reads_cls_and_the_9_patches_of_the_shared_encoder():
+    """The cheap recipe's encoder (agents.presets): the same FusionTransformer a BC policy would build from
+    babyai_modalities(view_stem=(3, 2), history_as_one_token=True), read out flat as CLS + 9 patch tokens."""
+    from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
+
+    env = gym.make("lab/BabyAI-GoToRedBallGrey-v0", action_history=4)
+    extractor = FusionExtractor(env.observation_space, pooling="flat", view_stem=[3, 2], history_as_one_token=True,
+                                d_model=16, num_heads=1).eval()
+    assert extractor.features_dim == (1 + 9) * 16
+    shared = FusionTransformer(FusionConfig(babyai_modalities(action_history=4, view_stem=(3, 2),
+                                                              history_as_one_token=True), extractor.fusion.config.transformer))
+    extractor.fusion.load_state_dict(shared.state_dict())  # strict: the same keys and shapes
+    batch = _sb3_batch(env, seeds=range(2), steps=3)
+    inputs, masks = babyai_fusion_inputs(batch["image"], batch["direction"], batch["mission"], batch["prev_actions"],
+                                         history_as_one_token=True)
+    with torch.no_grad():
+        tokens = shared.eval()(inputs, masks).tokens
+        torch.testing.assert_close(extractor(batch), tokens[:, :10].flatten(1))
+    with pytest.raises(ValueError, match="other dicts have neither"):
+        FusionExtractor(spaces.Dict({"state": spaces.Box(-1, 1, (3,))}), view_stem=(3, 2))
+    with pytest.raises(ValueError, match="needs 'prev_actions'"):
+        FusionExtractor(gym.make("lab/BabyAI-GoToRedBallGrey-v0").observation_space, history_as_one_token=True)
+
+
 def _sb3_batch(env, seeds, steps: int = 0) -> dict[str, torch.Tensor]:
     """What SB3 hands the extractor: observations after ``steps`` random actions, preprocessed (floats, one-hot)."""
     obs = []

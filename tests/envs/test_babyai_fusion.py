@@ -53,3 +53,27 @@ def test_previous_actions_match_between_env_and_demos(tmp_path):
         torch.as_tensor(table),
     )
     assert model(inputs, masks).fused.shape == (demos.num_steps, 32)
+
+
+def test_the_cheap_babyai_tokens_keep_every_input_and_the_order_of_the_previous_actions():
+    """view_stem=(3, 2): 9 patch tokens for the 49 cells; history_as_one_token: one token of k fields, in which
+    slot j keeps its own table (the same actions in another order are another history)."""
+    obs = observations()
+    k = 4
+    history = torch.tensor([[0, 1, 2, 7]] * len(obs["image"]))
+    modalities = babyai_modalities(action_history=k, view_stem=(3, 2), history_as_one_token=True)
+    assert [m.num_tokens for m in modalities] == [9, 1, 72, 1] and modalities[3].num_fields == k
+    torch.manual_seed(0)
+    model = FusionTransformer(FusionConfig(modalities, TransformerConfig(32, 1, 1, dropout=0.0))).eval()
+    args = [torch.as_tensor(obs[key]) for key in ("image", "direction", "mission")]
+    inputs, masks = babyai_fusion_inputs(*args, history, history_as_one_token=True)
+    assert inputs["prev_actions"].shape == (len(history), 1, k) and inputs["image"].shape == (len(history), 49, 3)
+    with torch.no_grad():
+        out = model(inputs, masks)
+        assert out.tokens.shape == (len(history), 1 + 9 + 1 + 5 + 1, 32)
+        reordered = model(*babyai_fusion_inputs(*args, history.flip(1), history_as_one_token=True)).fused
+        assert not torch.allclose(reordered, out.fused)
+        moved = torch.as_tensor(obs["image"]).clone()
+        moved[:, 0, 0] = (moved[:, 0, 0] + 1) % 11  # one corner cell: still seen through its patch
+        assert not torch.allclose(model(*babyai_fusion_inputs(moved, *args[1:], history, history_as_one_token=True)).fused,
+                                  out.fused)

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lab.classifier import ClassifierConfig, TransformerClassifier
+from lab.embedding import FieldEmbedding, GridPatchEmbedding
 from lab.fusion import FusionConfig, FusionTransformer, ModalitySpec
 from lab.layers import TransformerConfig
 
@@ -173,3 +174,51 @@ def test_fusion_errors():
         FusionConfig([MODALITIES[0], MODALITIES[0]])
     with pytest.raises(ValueError, match="unknown kind"):
         ModalitySpec("x", "pixels", 3, 3)
+
+
+# ------------------------------------------------------------------------------------------- conv stem (patches)
+def test_grid_patch_embedding_is_a_field_embedding_then_a_convolution():
+    """GridPatchEmbedding = FieldEmbedding of each cell (its table, init scale and sqrt(D)), then Conv2d(D, D, k,
+    stride) over the embedded grid, whose weight is ``merge``'s laid out (row, col, channel); row-major patches."""
+    torch.manual_seed(0)
+    vocab, fields, d, grid, kernel, stride = 11, 3, 8, (7, 7), 3, 2
+    patches = GridPatchEmbedding(vocab, fields, d, grid, kernel, stride)
+    cells = FieldEmbedding(vocab, fields, d)
+    conv = torch.nn.Conv2d(d, d, kernel, stride)
+    with torch.no_grad():
+        cells.weight.copy_(patches.weight)
+        conv.weight.copy_(patches.merge.weight.view(d, kernel, kernel, d).permute(0, 3, 1, 2))
+        conv.bias.copy_(patches.merge.bias)
+    ids = torch.randint(0, vocab, (4, 49, fields))
+    expected = conv(cells(ids).view(4, 7, 7, d).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)  # (B, 9, D)
+    torch.testing.assert_close(patches(ids), expected)
+    assert patches.num_patches == 9 and patches(ids).shape == (4, 9, d)
+    with pytest.raises(ValueError, match=r"shape \(batch, 49, 3\)"):
+        patches(ids[:, :48])
+    with pytest.raises(ValueError, match=r"\[0, 11\)"):
+        patches(ids + 11)
+    with pytest.raises(ValueError, match="kernel <= min"):
+        GridPatchEmbedding(vocab, fields, d, grid, kernel=8, stride=1)
+
+
+def test_a_conv_stem_modality_gives_its_patch_tokens_and_each_patch_sees_only_its_cells():
+    image = ModalitySpec("image", "tokens", size=11, max_len=49, num_fields=3, grid=(7, 7), conv_stem=(3, 2))
+    assert image.num_tokens == 9 and MODALITIES[0].num_tokens == 9  # 9 cells either way here
+    model = FusionTransformer(FusionConfig([image, *MODALITIES[1:]], SMALL)).eval()
+    inputs = dict(batch(), image=torch.randint(0, 11, (2, 49, 3), generator=torch.Generator().manual_seed(1)))
+    out = model(inputs)
+    assert out.tokens.shape == (2, 1 + 9 + 1 + 6 + 4, 32)
+    embed = model.modalities["image"]
+    changed = inputs["image"].clone()
+    changed[:, 48] = (changed[:, 48] + 1) % 11  # the bottom-right cell: only the bottom-right patch covers it
+    with torch.no_grad():
+        moved = embed(changed) != embed(inputs["image"])
+    assert moved[:, 8].all() and not moved[:, :8].any()
+    with pytest.raises(ValueError, match="needs all 49 tokens"):
+        model(dict(inputs, image=inputs["image"][:, :40]))
+    with pytest.raises(ValueError, match="needs kind 'tokens' and grid"):
+        ModalitySpec("image", "tokens", size=11, max_len=49, num_fields=3, conv_stem=(3, 2))
+    with pytest.raises(ValueError, match="holds 42 tokens but max_len is 49"):
+        ModalitySpec("image", "tokens", size=11, max_len=49, num_fields=3, grid=(6, 7), conv_stem=(3, 2))
+    with pytest.raises(ValueError, match=r"\(kernel, stride\)"):
+        ModalitySpec("image", "tokens", size=11, max_len=49, num_fields=3, grid=(7, 7), conv_stem=(3, 0))

@@ -1,5 +1,6 @@
 """Behaviour cloning on BabyAI: the CLI end to end, training and evaluation inputs agreeing, the rollout
 evaluator against the bot itself, unseen evaluation seeds, and bad configs failing before any demo is collected."""
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch import nn
 
 import supervised.babyai_bc as bc
 from envs.babyai import NUM_ACTIONS, make_babyai_env
-from envs.babyai_fusion import babyai_modalities
+from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
 from envs.demos import collect_demos, episode_seed, load_demos
 from envs.evaluation import evaluation_seeds
 from lab import tags
@@ -118,10 +119,17 @@ def test_training_rows_are_what_the_env_shows(demo_dir):
     torch.testing.assert_close(policy(inputs), policy(stacked), atol=1e-5, rtol=0)
 
 
-def test_loss_decreases_on_a_small_fixed_batch(demo_dir):
+@pytest.mark.parametrize("cheap_tokens", [False, True], ids=["cells", "patches+one-history-token"])
+def test_loss_decreases_on_a_small_fixed_batch(demo_dir, cheap_tokens):
     data = demo_dataset(load_demos(demo_dir), slice(0, 20), action_history=4)
     inputs, targets = data.take(slice(0, 64))
-    policy = BCPolicy(TINY_MODEL, action_history=4)
+    model = dataclasses.replace(TINY_MODEL, view_stem=(3, 2), history_as_one_token=True) if cheap_tokens else TINY_MODEL
+    policy = BCPolicy(model, action_history=4)
+    if cheap_tokens:  # the RL preset's encoder: CLS, 9 patch tokens, direction, the words, one history token
+        fused_inputs, masks = babyai_fusion_inputs(inputs["image"], inputs["direction"], inputs["mission"],
+                                                   inputs["prev_actions"], history_as_one_token=True)
+        words = fused_inputs["mission"].shape[1]
+        assert policy.encoder(fused_inputs, masks).tokens.shape[1] == 1 + 9 + 1 + words + 1
     optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
