@@ -21,6 +21,7 @@ from agents.finetune import FinetuneConfig
 
 DICT_FIELDS = ("encoder_kwargs", "algo_kwargs", "policy_kwargs", "optimizer_kwargs", "env_kwargs")
 EVAL_ACTIONS = ("greedy", "sampled", "both")  # "both": the headline metrics sampled, "*_greedy" the argmax ones
+EVAL_SEEDS = ("fresh", "fixed")  # fresh: other episodes at every evaluation; fixed: the same ones (before issue 19)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,14 @@ class AgentConfig:
     """envs stepping the evaluation episodes in lockstep (at most eval_episodes are used)"""
     eval_actions: str | None = None
     """greedy (argmax), sampled, or both; None = both on BabyAI (sampled headline, as the paper), else greedy"""
+    final_eval_episodes: int | None = None
+    """fresh episodes of the evaluation after training (None = eval_episodes): a final figure wants more"""
+    stop_at_metric: float | None = None
+    """end training once two consecutive evaluations read at least this value of the headline metric (success
+    rate, accuracy, return: the held rule of experiments.curves), then evaluate a last time; None = all timesteps"""
+    eval_seeds: str = "fresh"
+    """fresh: each evaluation plays episodes no other evaluation plays (a threshold read at one point is checked
+    on other episodes at the next); fixed: the same episodes at every evaluation (before issue 19)"""
     name: str = ""
     """a preset's name (empty for an ad-hoc config)"""
     description: str = ""
@@ -85,6 +94,11 @@ class AgentConfig:
                 raise TypeError(f"{name} must be a dict, got {type(value).__name__}: {value!r}")
         if self.eval_actions is not None and self.eval_actions not in EVAL_ACTIONS:
             raise ValueError(f"unknown eval_actions {self.eval_actions!r}; choose one of {', '.join(EVAL_ACTIONS)}")
+        if self.eval_seeds not in EVAL_SEEDS:
+            raise ValueError(f"unknown eval_seeds {self.eval_seeds!r}; choose one of {', '.join(EVAL_SEEDS)}")
+        if self.final_eval_episodes is not None and (isinstance(self.final_eval_episodes, bool) or not isinstance(
+                self.final_eval_episodes, int) or self.final_eval_episodes < 1):
+            raise ValueError(f"final_eval_episodes must be a positive int or None, got {self.final_eval_episodes!r}")
         object.__setattr__(self, "finetune", FinetuneConfig.coerce(self.finetune))
         budgets = {"timesteps": self.timesteps, "eval_episodes": self.eval_episodes, "eval_envs": self.eval_envs,
                    "n_envs": self.n_envs}

@@ -2,8 +2,10 @@
 
 - classification bandits (``lab/DigitsBandit-v0``, ...): exact greedy accuracy on the whole *test* split, in one
   batch (the same meaning as a supervised test accuracy);
-- every other env: fresh episodes reset with the seeds ``episode_seed(EVAL_SEED, i)``, played in lockstep, with
-  greedy (argmax) and / or sampled actions. BabyAI levels are thereby scored on exactly the episodes and action
+- every other env: fresh episodes reset with the seeds ``episode_seed(base, i)``, played in lockstep, with
+  greedy (argmax) and / or sampled actions. ``base`` is ``EVAL_SEED + step`` (``eval_seeds="fresh"``: the
+  evaluation at each step plays episodes no other one plays, so a threshold read at one point is checked on other
+  episodes at the next) or ``EVAL_SEED`` (``"fixed"``: the same episodes at every point). BabyAI levels are thereby scored on exactly the episodes and action
   rule behaviour cloning is (``supervised.babyai_bc.evaluate_policy``).
 
 Sampled actions come from a generator of the evaluation's own (discrete actions: the policy's logits;
@@ -48,7 +50,9 @@ class Evaluator:
     def __init__(self, config: AgentConfig, seed: int = EVAL_SEED) -> None:
         self.should_stop: Callable[[], bool] = lambda: False
         self.env_id, self.env_kwargs, self.seed = config.env_id, dict(config.env_kwargs), seed
-        self.episodes, self.num_envs = config.eval_episodes, min(config.eval_envs, config.eval_episodes)
+        self.episodes, self.eval_envs = config.eval_episodes, config.eval_envs
+        self.final_episodes = config.final_eval_episodes or config.eval_episodes
+        self.fresh = config.eval_seeds == "fresh"
         probe = make_env(config.env_id, **self.env_kwargs)
         self.test_split: Any = None
         if isinstance(probe.unwrapped, ClassificationBanditEnv):
@@ -62,25 +66,28 @@ class Evaluator:
         self.actions = "greedy" if self.kind == "bandit" else (
             config.eval_actions or ("both" if self.kind == "babyai" else "greedy"))
 
-    def __call__(self, model: BaseAlgorithm) -> dict[str, float]:
+    def __call__(self, model: BaseAlgorithm, step: int = 0, final: bool = False) -> dict[str, float]:
+        """Metrics of ``model`` evaluated at environment step ``step`` (the final evaluation: ``final``)."""
         policy = model.policy
         was_training = policy.training
         policy.set_training_mode(False)
         try:
             if self.kind == "bandit":
                 return bandit_accuracy(sb3_actor(model, greedy=True, seed=self.seed), self.test_split)
-            out = self._episodes(model, greedy=self.actions == "greedy")
+            seed = self.seed + step if self.fresh else self.seed
+            episodes = self.final_episodes if final else self.episodes
+            out = self._episodes(model, greedy=self.actions == "greedy", seed=seed, episodes=episodes)
             if self.actions == "both":
-                greedy = self._episodes(model, greedy=True)
+                greedy = self._episodes(model, greedy=True, seed=seed, episodes=episodes)
                 out.update({f"{key}_greedy": greedy[key] for key in ("mean_return", "success_rate") if key in greedy})
             return out
         finally:
             policy.set_training_mode(was_training)
 
-    def _episodes(self, model: BaseAlgorithm, greedy: bool) -> dict[str, float]:
+    def _episodes(self, model: BaseAlgorithm, greedy: bool, seed: int, episodes: int) -> dict[str, float]:
         result = evaluate(lambda: make_env(self.env_id, **self.env_kwargs),
-                          self._guarded(sb3_actor(model, greedy, self.seed)), self.episodes,
-                          seed=self.seed, num_envs=self.num_envs, greedy=greedy, env_id=self.env_id)
+                          self._guarded(sb3_actor(model, greedy, seed)), episodes,
+                          seed=seed, num_envs=min(self.eval_envs, episodes), greedy=greedy, env_id=self.env_id)
         metrics = result.metrics()
         metrics.pop("eval_wall_time_s")  # the run's clock accounts for evaluation time itself
         if "success_rate" not in metrics and self.metric == "success_rate":

@@ -208,7 +208,7 @@ class AgentRun:
             train_wall = loop.train_wall_time_s
             # the final model (skipped if the last evaluation was at this very step); a stop requested now, or
             # during it, checkpoints: the resumed run only evaluates and writes the results
-            if self._stop_requested or not loop.evaluate():
+            if self._stop_requested or not loop.evaluate(final=True):
                 self.save_checkpoint(loop)
                 raise RunInterrupted(self.run_dir, model.num_timesteps, self.config.timesteps)
             writer.flush()
@@ -282,6 +282,7 @@ class AgentRun:
             "encoder_params": count_parameters(getattr(extractor, "backbone", extractor)),
             "metric": evaluator.metric, "final_metric": final.get(evaluator.metric), "eval_actions": evaluator.actions,
             "resumes": progress.resumes, "earlier_segments": progress.earlier_segments,
+            "stopped_early": loop.reached,  # config.stop_at_metric held at two evaluations before the last step
             "config": config.to_dict(), "machine": kernel_set(),
             "hyperparameters": self.hyperparameters(model),
             **self.extra_record(model),
@@ -296,6 +297,7 @@ class _RunCallback(BaseCallback):
         self.run, self.evaluator, self.lab_tags, self.progress = run, evaluator, lab_tags, run.progress
         self._wall_before = self.progress.wall_time_s  # wall time of earlier segments (evaluations included)
         self.stopped = False
+        self.reached = False  # config.stop_at_metric held at two consecutive evaluations: training ends
         self.checkpoint_steps = 0  # environment steps of the last checkpoint
         self._start = self._last_checkpoint = 0.0
         config = run.config
@@ -314,17 +316,27 @@ class _RunCallback(BaseCallback):
         self.check_finite("observations (at reset)", self.model._last_obs)
         if self.progress.last_eval < 0:
             self.evaluate()  # the untrained policy (step 0); if a stop cut it short, the resumed run does it
+        self.reached = self.held()  # a resumed run that had reached it does not train on
 
-    def evaluate(self, stoppable: bool = True) -> bool:
+    def held(self) -> bool:
+        """The last two evaluations read at least ``config.stop_at_metric`` (never without one)."""
+        target, metric = self.run.config.stop_at_metric, self.evaluator.metric
+        last = self.progress.curve[-2:]
+        return target is not None and len(last) == 2 and all(p.get(metric) is not None and p[metric] >= target
+                                                              for p in last)
+
+    def evaluate(self, stoppable: bool = True, final: bool = False) -> bool:
         """Evaluate the policy at this step (unless done already); False if a stop request cut it short (then
-        it counts as not done). ``stoppable=False`` in the middle of a rollout, which cannot be checkpointed."""
+        it counts as not done). ``stoppable=False`` in the middle of a rollout, which cannot be checkpointed;
+        ``final``: the evaluation after training (``config.final_eval_episodes``)."""
         step = self.num_timesteps
-        if step == self.progress.last_eval:
+        larger = final and self.evaluator.final_episodes != self.evaluator.episodes
+        if step == self.progress.last_eval and not larger:
             return True
         began = time.perf_counter()
         self.evaluator.should_stop = (lambda: self.run._stop_requested) if stoppable else (lambda: False)
         try:
-            metrics = self.evaluator(self.model)
+            metrics = self.evaluator(self.model, step=step, final=final)
         except EvaluationStopped:
             self.progress.eval_seconds += time.perf_counter() - began
             return False
@@ -334,7 +346,11 @@ class _RunCallback(BaseCallback):
         self.progress.last_eval = step
         point = {**metrics, "steps": step, "samples": step, "episodes": self.lab_tags.episodes,
                  "rewards_seen": step, "wall_time_s": self.train_wall_time_s}
-        self.progress.curve.append(point)
+        if self.progress.curve and self.progress.curve[-1]["steps"] == step:  # the final, larger read replaces it
+            self.progress.curve[-1] = point
+        else:
+            self.progress.curve.append(point)
+        self.reached = self.held()
         writer = tensorboard_writer(self.logger)
         if writer is not None:
             for key, tag in tags.EVAL_TAGS.items():
@@ -365,7 +381,7 @@ class _RunCallback(BaseCallback):
                 and (self.num_timesteps // self.run.config.n_envs) % self._every == 0:
             self.evaluate(stoppable=False)
         self.run.on_progress(self.num_timesteps, self.run.config.timesteps)
-        return not self.stopped
+        return not (self.stopped or self.reached)
 
     # ----------------------------------------------------------------------------------------- non-finite
     def check_finite(self, what: str, values: Any) -> None:

@@ -7,7 +7,9 @@ import gymnasium as gym
 
 # Levels of the BabyAI paper's sample-efficiency table that the experiments use; any other level works
 # through envs.babyai.make_babyai_env(level).
-BABYAI_LEVELS = ("BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0")
+# The BabyAI paper's ladder, easiest first (its Table 3): each registered as lab/<level> with the lab's wrapper.
+BABYAI_LEVELS = ("BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0",
+                 "BabyAI-PutNextLocal-v0", "BabyAI-GoTo-v0")
 
 ENV_SPECS: dict[str, dict[str, Any]] = {
     "lab/DigitsBandit-v0": {"entry_point": "envs.bandit:DigitsBanditEnv"},

@@ -42,6 +42,7 @@ from experiments.digits.plan import DigitsBudget
 from experiments.engine import CONNECT_TIMEOUT_S, Interrupted, NotConnected, ResumeMismatchError, cpu_seconds
 from experiments.finetune.plan import FinetuneBudget
 from experiments.imitation.plan import ImitationBudget
+from experiments.ladder.plan import LadderBudget
 from experiments.optimizers.plan import OptimizersBudget
 from experiments.output_dir import OutputBusyError, OutputExistsError, check_output_free, check_output_path
 from experiments.pipeline import Planned, render, run
@@ -123,6 +124,15 @@ class FinetuneCommand(Common):
 
 
 @dataclass
+class LadderCommand(Common):
+    """The BabyAI ladder (issue 19): per level, the demonstrations behaviour cloning and the episodes PPO need to
+    reach 99% success and keep it, on one fusion encoder, beside the BabyAI paper's table (quick: GoToRedBallGrey;
+    full: up to PutNextLocal, hours on 2 cores: resume with --resume)."""
+
+    budget: LadderBudget = field(default_factory=LadderBudget)
+
+
+@dataclass
 class FlagshipCommand(Common):
     """Experiments 1 and 2 (digits: labels vs rewards; BabyAI: imitation vs RL) in one pool of workers, one
     report each. Quick mode fits in about 3.5 minutes of compute on 2 cores."""
@@ -141,7 +151,7 @@ class ReportCommand:
 
 # One command per experiment of experiments.registry, plus the flagship (two at once) and report.
 COMMANDS = {"digits": DigitsCommand, "imitation": ImitationCommand, "optimizers": OptimizersCommand,
-            "finetune": FinetuneCommand, "flagship": FlagshipCommand, "report": ReportCommand}
+            "finetune": FinetuneCommand, "ladder": LadderCommand, "flagship": FlagshipCommand, "report": ReportCommand}
 
 
 def option_names(cls: type, prefix: str = "") -> list[str]:

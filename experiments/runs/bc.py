@@ -4,14 +4,18 @@ and one rollout protocol that scores cloned and RL policies alike.
 - :func:`collect`: the bot's demonstrations, collected once per invocation (or reused from a cache directory)
   and shared by every behaviour-cloning run;
 - :func:`train_bc`: ``supervised.babyai_bc.BabyAIBCTask`` trained by the experiments' trainer into its run
-  directory (its ``encoder.pt`` / ``head.pt`` are what experiment 4 fine-tunes).
+  directory (its ``encoder.pt`` / ``head.pt`` are what experiment 4 fine-tunes);
+- :func:`search_demos`: the fewest demonstrations (on a grid) with which behaviour cloning reaches a success rate
+  and keeps it at the next size (the ladder).
 
 Both paradigms are scored by :mod:`envs.evaluation` (fresh episodes, lockstep envs): BC through
 ``supervised.babyai_bc.evaluate_policy`` (the demo seeds excluded), PPO through ``agents.evaluation``.
 """
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -83,3 +87,46 @@ def train_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, vari
     }
     write_json(Path(run_dir) / "record.json", record)
     return record
+
+
+def search_demos(run_dir: Path, report: Report | None, deps: dict[str, Any], *, variant: str, seed: int,
+                 config: Any, grid: tuple[int, ...], target: float, min_epochs: float = 0.0) -> dict[str, Any]:
+    """Behaviour cloning on growing sets of the bot's demonstrations (``grid``, e.g. doubling sizes) until the
+    success rate holds at ``target`` at two consecutive sizes (``experiments.curves``' rule), or the grid ends.
+
+    The demonstrations are this seed's own (``demo_seed=seed``), collected into ``run_dir/demos`` and extended
+    as the sizes grow; each size is one :func:`train_bc` run in ``run_dir/<n>demos``, scored on fresh episodes
+    (``config.eval``). A size whose ``record.json`` exists is loaded, so an interrupted search continues where it
+    was (the job is resumable).
+    """
+    run_dir = Path(run_dir)
+    demos = {"run_dir": str(run_dir), "demos_dir": str(run_dir / "demos"), "demos_in_run_dir": False,
+             "demo_seed": seed}
+    points: list[dict[str, Any]] = []
+    for i, n in enumerate(grid):
+        size_dir = run_dir / f"{n}demos"
+        saved = size_dir / "record.json"
+        if saved.is_file():
+            point = json.loads(saved.read_text())
+        else:
+            if size_dir.exists():  # cut short before its record: trained again from scratch
+                shutil.rmtree(size_dir)
+            collect_demos(config.data.level, n, run_dir / "demos", seed=seed, progress=False)
+            point = train_bc(size_dir, None, {"demos": demos}, variant=f"{variant}-{n}demos", seed=seed,
+                             config=replace(config, data=replace(config.data, demos=n)), demos_from="demos",
+                             min_epochs=min_epochs)
+        points.append(point)
+        if report is not None:
+            report(i + 1, len(grid))
+        if len(points) >= 2 and all(p["success_rate"] >= target for p in points[-2:]):
+            break
+    last = points[-1]
+    return {"paradigm": "imitation", "variant": variant, "seed": seed, "run_dir": str(run_dir), "grid": list(grid),
+            "points": [{k: p[k] for k in ("demos", "demo_steps", "success_rate", "mean_return", "eval_episodes",
+                                          "labels_seen", "updates", "train_wall_time_s")} for p in points],
+            "demos": last["demos"], "demo_steps": last["demo_steps"], "labels_seen": last["labels_seen"],
+            "samples": last["samples"], "rewards_seen": 0, "episodes": 0, "updates": last["updates"],
+            "params": last["params"], "encoder_params": last["encoder_params"], "flops": last["flops"],
+            "success_rate": last["success_rate"], "eval_episodes": last["eval_episodes"],
+            "train_wall_time_s": sum(p["train_wall_time_s"] for p in points), "metric": "success_rate",
+            "final_metric": last["success_rate"], "target": target}

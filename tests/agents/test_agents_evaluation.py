@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import agents.evaluation
 from agents.config import AgentConfig
 from agents.evaluation import Evaluator, sb3_actor
 from agents.factory import make_agent
@@ -103,4 +104,31 @@ def test_continuous_actions_sample_from_a_forked_generator_and_see_normalised_ob
     np.testing.assert_array_equal(np.stack(first), np.stack(draws(7)))  # reproducible per seed
     assert not np.array_equal(first[0], first[1])  # successive calls draw anew
     assert not np.array_equal(first[0], greedy) and not np.array_equal(first[0], draws(8)[0])
+    model.get_env().close()
+
+
+def test_each_evaluation_plays_fresh_episodes_and_the_final_one_more():
+    """(Issue 19) A fixed sample re-read at every point rewards a lucky read: with eval_seeds="fresh" the evaluation
+    at step s plays episodes reset with episode_seed(EVAL_SEED + s, i), other ones at every step; "fixed" keeps
+    the earlier protocol. The final evaluation plays final_eval_episodes."""
+    config = AgentConfig("lab/BabyAI-GoToRedBallGrey-v0", encoder="fusion", encoder_kwargs=TINY_FUSION,
+                         eval_episodes=3, eval_envs=3, eval_actions="greedy", final_eval_episodes=5)
+    model = make_agent(config, seed=0, device="cpu")
+    played = []
+    evaluator = Evaluator(config)
+    real = agents.evaluation.evaluate
+
+    def recording(make_env, act, episodes, *, seed, **kwargs):
+        played.append((seed, episodes))
+        return real(make_env, act, episodes, seed=seed, **kwargs)
+
+    agents.evaluation.evaluate = recording
+    try:
+        evaluator(model, step=0), evaluator(model, step=2048), evaluator(model, step=4096, final=True)
+        Evaluator(config.merged(eval_seeds="fixed"))(model, step=2048)
+    finally:
+        agents.evaluation.evaluate = real
+    assert played == [(EVAL_SEED, 3), (EVAL_SEED + 2048, 3), (EVAL_SEED + 4096, 5), (EVAL_SEED, 3)]
+    with pytest.raises(ValueError, match="eval_seeds"):
+        config.merged(eval_seeds="sometimes")
     model.get_env().close()

@@ -158,3 +158,16 @@ def test_bad_options_and_existing_directories_fail_in_prepare_before_any_run_dir
     empty.mkdir()  # an empty directory (e.g. made by a scheduler) is fine
     AgentRun(CONFIG.merged(timesteps=128, eval_freq=0, eval_episodes=1), empty, RunOptions(**OPTIONS)).run()
     assert (Path(empty) / "results.json").exists()
+
+
+def test_a_run_ends_once_its_metric_held_at_two_evaluations_and_evaluates_a_last_time(tmp_path):
+    """stop_at_metric (issue 19's ladder: no PPO run trains on after it reached 99% and kept it)."""
+    config = CONFIG.merged(timesteps=4096, eval_freq=256, stop_at_metric=9.0, final_eval_episodes=5)
+    record = AgentRun(config, tmp_path / "run", RunOptions(**OPTIONS, eval_between_rollouts=True)).run()
+    curve = record["curve"]
+    held = next(i for i in range(1, len(curve)) if curve[i - 1]["mean_return"] >= 9 and curve[i]["mean_return"] >= 9)
+    assert record["stopped_early"] and record["steps"] < 4096
+    assert curve[-1]["steps"] == record["steps"] > curve[held]["steps"] and len(curve) == held + 2
+    assert record["final"]["eval_episodes"] == 5 and curve[held]["eval_episodes"] == 3
+    whole = AgentRun(config.merged(stop_at_metric=None), tmp_path / "whole", RunOptions(**OPTIONS)).run()
+    assert not whole["stopped_early"] and whole["steps"] == 4096

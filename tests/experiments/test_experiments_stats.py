@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from experiments.curves import first_crossing
+from experiments.curves import first_crossing, first_read
 from experiments.summary import (
     CHANGE, RATE, UNTRAINED, aggregate_row, format_cell, format_estimate, learning_rows, not_improved, summary_row,
 )
@@ -86,7 +86,12 @@ def test_iqm_discards_the_tails():
     assert math.isnan(iqm([]))
 
 
-def test_first_crossing():
+def test_a_threshold_counts_where_it_is_reached_and_held_at_the_next_evaluation():
     curve = [{"x": 10, "y": 0.5}, {"x": 20, "y": 0.99}, {"x": 30, "y": 1.0}]
     assert first_crossing(curve, "x", "y", 0.99) == 20
     assert first_crossing(curve[:1], "x", "y", 0.99) is None
+    lucky = [{"x": 10, "y": 0.99}, {"x": 20, "y": 0.98}, {"x": 30, "y": 0.992}, {"x": 40, "y": 0.995}]
+    assert first_read(lucky, "x", "y", 0.99) == 10 and first_crossing(lucky, "x", "y", 0.99) == 30
+    assert first_crossing(lucky[:3], "x", "y", 0.99) is None  # reached at the last point only: not confirmed
+    gaps = [{"x": 10, "y": 0.99}, {"x": 20, "y": None}, {"x": 30, "y": 0.99}]  # a point without the value is skipped
+    assert first_crossing(gaps, "x", "y", 0.99) == 10
