@@ -43,6 +43,7 @@ from experiments.engine import CONNECT_TIMEOUT_S, Interrupted, NotConnected, Res
 from experiments.finetune.plan import FinetuneBudget
 from experiments.imitation.plan import ImitationBudget
 from experiments.ladder.plan import LadderBudget
+from experiments.offline.plan import OfflineBudget
 from experiments.optimizers.plan import OptimizersBudget
 from experiments.output_dir import OutputBusyError, OutputExistsError, check_output_free, check_output_path
 from experiments.pipeline import Planned, render, run
@@ -133,6 +134,15 @@ class LadderCommand(Common):
 
 
 @dataclass
+class OfflineCommand(Common):
+    """The third paradigm (issue 20): BC, %BC and a Decision Transformer learning from logged BabyAI episodes of
+    mixed quality (Minari datasets, expert-only to mostly noise), beside PPO online; the return DT achieves
+    against the return it is asked for."""
+
+    budget: OfflineBudget = field(default_factory=OfflineBudget)
+
+
+@dataclass
 class FlagshipCommand(Common):
     """Experiments 1 and 2 (digits: labels vs rewards; BabyAI: imitation vs RL) in one pool of workers, one
     report each. Quick mode fits in about 3.5 minutes of compute on 2 cores."""
@@ -151,7 +161,8 @@ class ReportCommand:
 
 # One command per experiment of experiments.registry, plus the flagship (two at once) and report.
 COMMANDS = {"digits": DigitsCommand, "imitation": ImitationCommand, "optimizers": OptimizersCommand,
-            "finetune": FinetuneCommand, "ladder": LadderCommand, "flagship": FlagshipCommand, "report": ReportCommand}
+            "finetune": FinetuneCommand, "ladder": LadderCommand,
+            "offline": OfflineCommand, "flagship": FlagshipCommand, "report": ReportCommand}
 
 
 def option_names(cls: type, prefix: str = "") -> list[str]:

@@ -55,7 +55,7 @@ STYLES: dict[str, Style] = {
 }
 # Compared within one paradigm: a fixed colour per optimizer / strategy (never a paradigm's colour).
 # Nine colours told apart at a glance (the full optimizers plot showed three browns), with a marker each too.
-_PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#222222", "#e6ab02", "#7b4173"]
+PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#222222", "#e6ab02", "#7b4173"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<"]
 STRATEGY_COLORS = {"frozen": "#9467bd", "top": "#17becf", "discriminative": "#8c564b", "full": "#e377c2",
                    "scratch": RL}
@@ -67,7 +67,7 @@ def optimizer_style(name: str, names: Sequence[str]) -> Style:
 
     order = list(optimizer_names()) + [n for n in names if n not in optimizer_names()]
     index = order.index(name)
-    return Style(_PALETTE[index % len(_PALETTE)], ["-", "--", "-."][index // len(_PALETTE) % 3],
+    return Style(PALETTE[index % len(PALETTE)], ["-", "--", "-."][index // len(PALETTE) % 3],
                  _MARKERS[index % len(_MARKERS)])
 
 

@@ -79,6 +79,9 @@ class BCDataConfig:
     directory): its first `demos` episodes (all, if it has fewer); its spaces must fit (envs.minari_io)"""
     minari_download: bool = False
     """download the Minari dataset from Farama's server when it is not local (needs internet)"""
+    minari_cache: str | None = None
+    """where the Minari dataset is decoded into shards once (None: data/minari); runs reading one dataset at the
+    same time each want their own (the experiments give every run one in its directory)"""
     top_fraction: float = 1.0
     """filtered behaviour cloning (%BC): clone only this fraction of the episodes, those of highest return
     (1 = all, plain BC; 0.1 = 10%BC)"""
@@ -319,10 +322,12 @@ def load_bc_demos(data: BCDataConfig, progress: bool = True) -> DemoSet:
 
 
 def _load_minari_episodes(data: BCDataConfig, progress: bool) -> DemoSet:
+    cache = data.minari_cache or CACHE_ROOT
     if progress:
-        print(f"reading Minari dataset {data.minari_dataset} (decoded once into {CACHE_ROOT})", flush=True)
+        print(f"reading Minari dataset {data.minari_dataset} (decoded once into {cache})", flush=True)
     try:
-        demos = load_minari(data.minari_dataset, max_episodes=data.demos, download=data.minari_download)
+        demos = load_minari(data.minari_dataset, max_episodes=data.demos, cache_root=cache,
+                            download=data.minari_download)
     except (FileNotFoundError, SpaceMismatchError) as error:
         raise ConfigError(f"cannot learn from Minari dataset {data.minari_dataset!r}: {error}") from None
     level = demos.manifest.get("level")

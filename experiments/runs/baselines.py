@@ -16,7 +16,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from experiments.engine.jobs import Job, Report
-from experiments.runs.bc import demos_location
+from experiments.runs.bc import reading
 from lab import tags
 from lab.io import write_json
 from lab.runtime import seed_everything
@@ -29,9 +29,12 @@ def score_untrained_bc(run_dir: Path, report: Report | None, deps: dict[str, Any
                        demos_from: str) -> dict[str, Any]:
     """Success of ``BCPolicy(config.model)`` initialised under ``seed``, before any training step."""
     torch.set_num_threads(1)
-    demos = deps[demos_from]
-    data = replace(config.data, demo_dir=demos_location(demos), demo_seed=demos["demo_seed"])
-    config = replace(config, data=data)
+    with reading(config.data, deps[demos_from]) as data:
+        return _score(Path(run_dir), replace(config, data=data), seed)
+
+
+def _score(run_dir: Path, config: Any, seed: int) -> dict[str, Any]:
+    data = config.data
     task = BabyAIBCTask(config)
     seed_everything(seed)
     model = task.build_model()

@@ -13,10 +13,13 @@ Both paradigms are scored by :mod:`envs.evaluation` (fresh episodes, lockstep en
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.demos import collect_demos, load_demos, read_manifest
+from envs.demos import collect_demos, read_manifest
 from envs.make import first_observation
 from experiments.engine.jobs import Report
 from experiments.runs.supervised import ExperimentTrainer
 from lab.conv import count_flops
 from lab.io import write_json
-from supervised.babyai_bc import BabyAIBCTask
+from supervised.babyai_bc import BabyAIBCTask, load_bc_demos, training_episodes
 
 
 def collect(run_dir: Path, report: Report | None, deps: dict[str, Any], *, level: str, episodes: int,
@@ -54,17 +57,36 @@ def demos_location(demos: dict[str, Any]) -> str:
     return str(demos["run_dir"] if demos.get("demos_in_run_dir") else demos["demos_dir"])
 
 
+@contextlib.contextmanager
+def reading(data: Any, record: dict[str, Any]) -> Iterator[Any]:
+    """``data`` (a ``BCDataConfig``) reading the trajectories of a dependency's ``record``: a collection of the
+    bot's demos, or a Minari dataset in its run directory (``dataset_path``, :mod:`experiments.runs.offline`),
+    decoded into a cache of this job's own (runs reading one dataset run at once), removed afterwards."""
+    if "dataset_path" not in record:
+        yield replace(data, demo_dir=demos_location(record), demo_seed=record["demo_seed"])
+        return
+    with tempfile.TemporaryDirectory(prefix="lab-minari-cache-") as cache:
+        yield replace(data, minari_dataset=str(Path(record["run_dir"]) / record["dataset_path"]), minari_cache=cache)
+
+
 def train_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, variant: str, seed: int, config: Any,
              demos_from: str, min_epochs: float = 0.0) -> dict[str, Any]:
-    """Behaviour cloning (``babyai_bc``) on the first ``config.data.demos`` demos of the dependency ``demos_from``.
+    """Behaviour cloning (``babyai_bc``) on the first ``config.data.demos`` demos (or episodes of a dataset) of the
+    dependency ``demos_from``.
 
     Trains ``config.train.max_steps`` steps, or more if that is fewer than ``min_epochs`` passes over the
     demonstrations (a larger training set then also gets the updates to use it).
     """
     torch.set_num_threads(1)
-    demos = deps[demos_from]
-    data = replace(config.data, demo_dir=demos_location(demos), demo_seed=demos["demo_seed"])
-    transitions = load_demos(data.resolved_demo_dir(), max_episodes=data.demos).num_steps
+    with reading(config.data, deps[demos_from]) as data:
+        return _train_bc(Path(run_dir), report, replace(config, data=data), variant, seed, min_epochs)
+
+
+def _train_bc(run_dir: Path, report: Report | None, config: Any, variant: str, seed: int,
+              min_epochs: float) -> dict[str, Any]:
+    data = config.data
+    kept, _ = training_episodes(load_bc_demos(data, progress=False), data)  # %BC: the top episodes only
+    transitions = kept.num_steps
     batch = min(config.train.batch_size, transitions)  # a few demos can hold fewer steps than one batch
     steps = max(config.train.max_steps, math.ceil(min_epochs * transitions / batch))
     config = replace(config, data=data, train=replace(config.train, batch_size=batch, max_steps=steps, seed=seed))
@@ -77,7 +99,8 @@ def train_bc(run_dir: Path, report: Report | None, deps: dict[str, Any], *, vari
     example = {k: torch.as_tensor(np.asarray(v))[None] for k, v in observation.items()}
     record = {
         "paradigm": "imitation", "variant": variant, "seed": seed, "run_dir": str(result.run_dir),
-        "demos": data.demos, "demo_steps": m["train_transitions"], "samples": m["samples_seen"],
+        "demos": data.demos, "kept_episodes": m["kept_episodes"], "demo_steps": m["train_transitions"],
+        "samples": m["samples_seen"],
         "labels_seen": m["samples_seen"], "rewards_seen": 0, "episodes": 0, "updates": m["steps"],
         "success_rate": m["success_rate"], "mean_return": m["mean_return"], "mean_length": m["mean_length"],
         "eval_episodes": m["eval_episodes"], "train_wall_time_s": trainer.train_wall_time_s,

@@ -232,3 +232,66 @@ def test_memory_ppo_flops_count_its_memory_full():
     short, long = flops(4), flops(36)
     # attention scores and the weighted sum over M past steps: 2 x 2 x M x d FLOPs for the one query
     assert long - short == 2 * 2 * (36 - 4) * 16
+
+
+def test_the_ladder_runs_end_to_end_at_a_tiny_budget(tmp_path):
+    """Experiment 5 (issue 19): a BC search over demonstration counts and a PPO run per level and seed, the
+    table beside the paper's intervals, the log-scale figure."""
+    out = tmp_path / "runs"
+    assert main(["ladder", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out),
+                 "--budget.demo-grid", "4", "8", "--budget.bc-steps", "2", "--budget.bc-epochs", "0",
+                 "--budget.rl-steps", "256", "--budget.eval-every", "128", "--budget.eval-episodes", "4",
+                 "--budget.final-episodes", "6"]) == 0
+    results = json.loads((out / "ladder" / "results.json").read_text())
+    bc = next(r for r in results["runs"] if r["variant"] == "bc-GoToRedBallGrey")
+    ppo = next(r for r in results["runs"] if r["variant"] == "ppo-GoToRedBallGrey")
+    assert [p["demos"] for p in bc["points"]] == [4, 8] and bc["points"][-1]["eval_episodes"] == 6
+    assert ppo["curve"][0]["steps"] == 0 and ppo["final"]["eval_episodes"] == 6 and ppo["steps"] == 256
+    report = (out / "ladder" / "report.md").read_text()
+    assert "| GoToRedBallGrey | not reached; seeds > 8 |" in report and "8,430-12,400" in report
+    assert (out / "ladder" / "plots" / "ladder.png").is_file()
+
+
+def test_the_offline_experiment_runs_end_to_end_at_a_tiny_budget(tmp_path):
+    """Experiment 6 (issue 20): behaviour policies' episodes as Minari datasets that minari's own API reads, BC,
+    %BC and DT on each, PPO online, DT's return achieved against return asked."""
+    import minari
+
+    out = tmp_path / "runs"
+    assert main(["offline", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out),
+                 "--budget.episodes", "20", "--budget.mixtures", "expert", "noisy", "--budget.epochs", "0",
+                 "--budget.min-steps", "2", "--budget.rl-steps", "256", "--budget.eval-every", "128",
+                 "--budget.eval-episodes", "4", "--budget.dt-targets", "0.5", "1.0"]) == 0
+    results = json.loads((out / "offline" / "results.json").read_text())
+    assert not results["errors"]
+    variants = {r["variant"] for r in results["runs"]}
+    assert {"bc-noisy", "pbc-noisy", "dt-noisy", "ppo", "bc-untrained", "dataset-noisy"} <= variants
+    dataset = next(r for r in results["runs"] if r["variant"] == "dataset-noisy")
+    assert dataset["sources"] == {"bot": 2, "random": 18} and dataset["episodes"] == 20
+    read = minari.load_dataset(str(Path(dataset["run_dir"]) / dataset["dataset_path"]))  # minari's own reader
+    assert read.total_episodes == 20 and read.spec.env_spec.id == "BabyAI-GoToRedBallGrey-v0"
+    dt = next(r for r in results["runs"] if r["variant"] == "dt-noisy")
+    assert [t["fraction"] for t in dt["targets"]] == [0.5, 1.0]
+    assert next(r for r in results["runs"] if r["variant"] == "pbc-noisy")["kept_episodes"] == 2
+    report = (out / "offline" / "report.md").read_text()
+    assert "### The noisy data" in report and "return achieved, asking for 50% of the best return" in report
+    assert (out / "offline" / "plots" / "dt_return_asked_vs_achieved.png").is_file()
+
+
+def test_the_offline_experiment_learns_from_a_minari_dataset_the_user_names(tmp_path, monkeypatch,
+                                                                             minari_made_dataset):
+    """A dataset made with minari's own tools, named by id (``--budget.minari-datasets``), joins the mixtures."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    minari_made_dataset("users/GoToRedBallGrey/turns-v0", episodes=6)
+    out = tmp_path / "runs"
+    assert main(["offline", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out),
+                 "--budget.episodes", "10", "--budget.mixtures", "expert", "--budget.epochs", "0",
+                 "--budget.min-steps", "2", "--budget.rl-steps", "128", "--budget.eval-every", "128",
+                 "--budget.eval-episodes", "4", "--budget.dt-targets", "1.0",
+                 "--budget.minari-datasets", "users/GoToRedBallGrey/turns-v0"]) == 0
+    results = json.loads((out / "offline" / "results.json").read_text())
+    assert not results["errors"]
+    dataset = next(r for r in results["runs"] if r["variant"] == "dataset-minari-turns-v0")
+    assert dataset["episodes"] == 6 and dataset["sources"] == {"random turns": 6}
+    assert {"bc-minari-turns-v0", "pbc-minari-turns-v0", "dt-minari-turns-v0"} <= {r["variant"] for r in results["runs"]}
+    assert "### The minari-turns-v0 data" in (out / "offline" / "report.md").read_text()
