@@ -58,8 +58,9 @@ class FinetuneBudget:
 
     def imitation_budget(self) -> imitation.ImitationBudget:
         return imitation.ImitationBudget(level=self.level, demo_counts=(self.pretrain_demos,),
-                                         bc_steps=self.bc_steps, bc_epochs=0, rl_steps=self.rl_steps, eval_every=self.eval_every,
-                                         eval_episodes=self.eval_episodes, greedy=self.greedy,
+                                         bc_steps=self.bc_steps, bc_epochs=0, rl_steps=self.rl_steps,
+                                         eval_every=self.eval_every, eval_episodes=self.eval_episodes,
+                                         final_episodes=self.eval_episodes, greedy=self.greedy,
                                          demos_dir=self.demos_dir)
 
 

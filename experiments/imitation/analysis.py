@@ -250,8 +250,8 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
     budget, summary = results["budget"], results["summary"]
     demos = next((r for r in results["runs"] if r.get("paradigm") == "expert"), None)
     sampling = "argmax actions" if budget["greedy"] else "actions sampled from the policy"
-    readout = ("CLS + image-cell states -> MLP heads of 64 (the agents' BabyAI recipe)" if budget["rl_readout"] == "flat"
-               else "CLS state -> linear heads (the cloned policy's architecture)")
+    readout = ("summary + patch states -> MLP heads of 64 (the agents' BabyAI recipe)"
+               if budget["rl_readout"] == "flat" else "CLS state -> linear heads (the cloned policy's architecture)")
     full = results["full_budget"]
     note = budget_note(
         results,
@@ -259,8 +259,10 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         f"{', '.join(f'{n:,}' for n in budget['demo_counts'])} bot demonstrations, batch 256, {budget['bc_epochs']:g} "
         f"passes over the demonstrations but at least {budget['bc_steps']:,} optimizer steps; PPO for "
         f"{budget['rl_steps']:,} environment steps, evaluated at step 0 and every {budget['eval_every']:,}, readout "
-        f"{readout}{memory_note(results)}; success rates over {budget['eval_episodes']} fresh episodes with "
-        f"{sampling}; seeds {', '.join(map(str, results['seeds']))}.",
+        f"{readout}{memory_note(results)}; success rates over {budget['eval_episodes']} fresh episodes per PPO "
+        f"evaluation (other ones at every evaluation), {budget.get('final_episodes', budget['eval_episodes']):,} for "
+        f"PPO's last and every BC run's, with {sampling}; both on the shared fusion encoder (d32, the view as 9 "
+        f"patch tokens); seeds {', '.join(map(str, results['seeds']))}.",
         "Quick mode is orders of magnitude below the paper's budgets and cannot reach 99% success: it shows the "
         f"trend. `--full` runs {full['level']} with up to {max(full['demo_counts']):,} demos and "
         f"{full['rl_steps']:,} PPO steps per seed.")

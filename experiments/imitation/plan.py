@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import AgentConfig
-from agents.presets import PRESETS
+from experiments import babyai_recipe as recipe
 from envs.babyai import PAPER_TARGET
 from envs.registration import BABYAI_LEVELS
 from experiments.engine.jobs import Job
@@ -17,11 +17,11 @@ from experiments.runs.baselines import untrained_bc_job
 from experiments.runs.bc import collect, train_bc
 from experiments.runs.rl import train_agent
 from experiments.runs.supervised import GPU_SHARE
-from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig, BCEvalConfig, BCModelConfig
+from supervised.babyai_bc import BabyAIBCConfig
 
 LEVELS = BABYAI_LEVELS  # the BabyAI paper's levels registered under lab/
 TARGET = PAPER_TARGET  # the paper's success threshold
-READOUTS = ("flat", "cls")
+READOUTS = recipe.READOUTS
 RL_ALGOS = tuple(RL_NAMES)
 MEMORY_KWARGS = dict(memory_length=64, d_model=64, num_heads=4, num_layers=1, dim_feedforward=128)
 
@@ -44,11 +44,13 @@ class ImitationBudget:
     eval_every: int | None = None
     """PPO environment steps between evaluations (quick 4096, full 32768)"""
     eval_episodes: int | None = None
-    """fresh episodes per success-rate evaluation (quick 100, full 500)"""
+    """fresh episodes per PPO evaluation, other ones at every evaluation (quick 100, full 500)"""
+    final_episodes: int | None = None
+    """fresh episodes of PPO's last evaluation and of every BC run's one (quick 100, full 2000)"""
     greedy: bool = False
     """evaluate with argmax actions instead of sampling from the policy"""
     rl_readout: str = "flat"
-    """PPO's readout of the shared encoder: flat (the agents' BabyAI recipe: CLS + image cells -> MLP heads) or
+    """PPO's readout of the shared encoder: flat (the agents' BabyAI recipe: summary + patches -> MLP heads) or
     cls (the cloned policy's own: CLS -> linear heads)"""
     thresholds: tuple[float, ...] = (0.5, 0.9, TARGET)
     """success rates for 'demonstrations / episodes to threshold' (the paper's is 0.99)"""
@@ -61,10 +63,10 @@ class ImitationBudget:
     def resolve(self, full: bool) -> ImitationBudget:
         if full:
             defaults = dict(level=LEVELS[1], demo_counts=(1000, 4000, 16000, 64000), bc_steps=1000, bc_epochs=5,
-                            rl_steps=1_000_000, eval_every=32_768, eval_episodes=500)
+                            rl_steps=1_000_000, eval_every=32_768, eval_episodes=500, final_episodes=2000)
         else:
             defaults = dict(level=LEVELS[0], demo_counts=(50, 200, 800), bc_steps=30, bc_epochs=8, rl_steps=16_384,
-                            eval_every=4096, eval_episodes=100)
+                            eval_every=4096, eval_episodes=100, final_episodes=100)
         return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
     def check(self) -> None:
@@ -72,7 +74,7 @@ class ImitationBudget:
             raise ValueError(f"unknown level {self.level!r}; choose one of {', '.join(LEVELS)}")
         if not self.demo_counts or min(self.demo_counts) < 1:
             raise ValueError(f"demo_counts must be positive numbers of demonstrations, got {self.demo_counts}")
-        for name in ("bc_steps", "rl_steps", "eval_every", "eval_episodes"):
+        for name in ("bc_steps", "rl_steps", "eval_every", "eval_episodes", "final_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bc_epochs < 0:
@@ -87,39 +89,27 @@ class ImitationBudget:
 
 
 def bc_config(budget: ImitationBudget, num_demos: int, seed: int) -> BabyAIBCConfig:
-    """``babyai_bc``'s own recipe (model, optimizer, action history) with the budget's steps and evaluation."""
-    config = BabyAIBCConfig()
-    train = replace(config.train, max_steps=budget.bc_steps, log_every=min(10, budget.bc_steps), seed=seed,
-                    quiet=True, device="auto", num_threads=1)
-    data = BCDataConfig(level=budget.level, demos=num_demos)  # demo_dir: set by the run to the shared collection
-    evaluation = BCEvalConfig(episodes=budget.eval_episodes, greedy=budget.greedy,
-                              num_envs=min(budget.eval_episodes, 100))
-    return replace(config, train=train, data=data, eval=evaluation)
+    """``babyai_bc``'s recipe on the shared encoder (``experiments.babyai_recipe``) with the budget's steps and
+    evaluation (``final_episodes`` fresh episodes: a behaviour-cloning run is scored once)."""
+    return recipe.bc_config(budget.level, num_demos, seed, steps=budget.bc_steps, eval_episodes=budget.final_episodes,
+                            greedy=budget.greedy)
 
 
 def ppo_config(budget: Any, rl_steps: int, readout: str, algo: str = "ppo") -> AgentConfig:
-    """The agents' BabyAI PPO recipe with behaviour cloning's fusion encoder (its TransformerConfig itself).
+    """The agents' BabyAI PPO recipe on the shared encoder (``experiments.babyai_recipe``).
 
-    ``readout="flat"``: the recipe's MLP heads (64) on the CLS + image-cell states; ``"cls"``: linear action and
-    value heads on the CLS state, the cloned policy's own architecture (its head then loads too). Evaluated like
-    behaviour cloning: the same fresh episodes, 100 lockstep envs, sampled actions unless ``budget.greedy``.
+    ``readout="flat"``: the recipe's MLP heads (64) on the summary and patch states; ``"cls"``: linear action and
+    value heads on the summary state, the cloned policy's own architecture (its head then loads too). Evaluated
+    like behaviour cloning: fresh episodes (other ones at every evaluation), sampled actions unless
+    ``budget.greedy``; the last evaluation on ``budget.final_episodes``.
     """
-    model = BCModelConfig()
-    preset = PRESETS["babyai-gotoredballgrey-cells"]  # the recipe these experiments were measured with
-    n_steps = max(1, min(preset.algo_kwargs["n_steps"], rl_steps // preset.n_envs))
-    algo_kwargs = dict(n_steps=n_steps, batch_size=min(preset.algo_kwargs["batch_size"], n_steps * preset.n_envs))
-    policy_kwargs = dict(net_arch=dict(pi=[], vf=[])) if readout == "cls" else {}
-    config = preset.merged(env_id=f"lab/{budget.level}", algo_kwargs=algo_kwargs, policy_kwargs=policy_kwargs,
-                           env_kwargs=dict(action_history=BCDataConfig().action_history), timesteps=rl_steps,
-                           eval_freq=budget.eval_every, eval_episodes=budget.eval_episodes,
-                           eval_actions="greedy" if budget.greedy else "sampled", name="", reference="")
+    config = recipe.ppo_config(budget.level, rl_steps, budget.eval_every, budget.eval_episodes, readout=readout,
+                               final_episodes=budget.final_episodes, greedy=budget.greedy)
     if algo == "memory-ppo":  # rollout segments of at most 32 steps that tile both the rollout and the batches
-        segment = math.gcd(32, algo_kwargs["n_steps"], algo_kwargs["batch_size"])
-        config = config.merged(algo="memory-ppo", algo_kwargs=dict(segment_len=segment),
+        n_steps, batch = config.algo_kwargs["n_steps"], config.algo_kwargs["batch_size"]
+        config = config.merged(algo="memory-ppo", algo_kwargs=dict(segment_len=math.gcd(32, n_steps, batch)),
                                policy_kwargs=dict(memory_kwargs=MEMORY_KWARGS))
-    # all of the encoder is behaviour cloning's, none of the preset's
-    encoder = dict(config=model.transformer_config(), pooling="flat" if readout == "flat" else model.pooling)
-    return replace(config, encoder_kwargs=encoder)
+    return config
 
 
 def rl_job(exp: str, budget: Any, seed: int, readout: str, variant: str = "ppo", finetune: str | None = None,
@@ -162,7 +152,7 @@ def jobs(budget: ImitationBudget, seeds: list[int], exp: str = "imitation") -> l
             out.append(Job(f"{exp}/{bc_variant(n)}/seed{seed}", train_bc,
                            dict(variant=bc_variant(n), seed=seed, config=bc_config(budget, n, seed),
                                 demos_from=demos.id, min_epochs=budget.bc_epochs), deps=(demos.id,),
-                           cost=bc_steps_estimate(budget, n) * 256 / 700 + budget.eval_episodes / 30,
+                           cost=bc_steps_estimate(budget, n) * 256 / 700 + budget.final_episodes / 30,
                            gpus=GPU_SHARE))
     return out
 

@@ -6,21 +6,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.config import AgentConfig
-from agents.presets import PRESETS
 from envs.babyai import PAPER_99, PAPER_TARGET
 from envs.registration import BABYAI_LEVELS
+from experiments import babyai_recipe as recipe
 from experiments.engine.jobs import Job
 from experiments.runs.bc import search_demos
 from experiments.runs.rl import train_agent
 from experiments.runs.supervised import GPU_SHARE
-from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig, BCEvalConfig, BCModelConfig
+from supervised.babyai_bc import BabyAIBCConfig
 
-# The one encoder of both paradigms: the agents' BabyAI recipe (issue 19's faster one: the 7x7 view as 9 patch
-# tokens, the 4 previous actions as one token, width 32, one head, one layer). BC reads its summary token with a
-# linear head; PPO reads the summary token and the patches with the recipe's MLP heads.
-ENCODER = BCModelConfig(d_model=32, num_heads=1, num_layers=1, dim_feedforward=64, activation="relu",
-                        view_stem=(3, 2), history_as_one_token=True)
-ACTION_HISTORY = 4  # the previous actions both paradigms see (BC's recipe, the preset's env_kwargs)
 LEVELS = tuple(level for level in BABYAI_LEVELS if level in PAPER_99)
 # Per level in full mode: PPO's step budget (it stops earlier once it held the target) and evaluation interval.
 FULL_RL = {
@@ -92,29 +86,17 @@ class LadderBudget:
 
 
 def bc_config(budget: LadderBudget, level: str, seed: int) -> BabyAIBCConfig:
-    """``babyai_bc``'s recipe on the shared encoder, scored on ``final_episodes`` fresh episodes, sampled actions
-    (how the BabyAI paper and the PPO runs count)."""
-    config = BabyAIBCConfig(model=ENCODER)
-    train = replace(config.train, max_steps=budget.bc_steps, log_every=min(10, budget.bc_steps), seed=seed,
-                    quiet=True, device="auto", num_threads=1)
-    data = BCDataConfig(level=level, demos=min(budget.demo_grid), demo_seed=seed, action_history=ACTION_HISTORY)
-    evaluation = BCEvalConfig(episodes=budget.final_episodes, greedy=False, num_envs=min(budget.final_episodes, 100))
-    return replace(config, train=train, data=data, eval=evaluation)
+    """``babyai_bc``'s recipe on the shared encoder, scored on ``final_episodes`` fresh episodes, each seed on its
+    own demonstrations (``demo_seed=seed``)."""
+    return recipe.bc_config(level, min(budget.demo_grid), seed, steps=budget.bc_steps,
+                            eval_episodes=budget.final_episodes, demo_seed=seed)
 
 
 def ppo_config(budget: LadderBudget, level: str) -> AgentConfig:
     """The agents' BabyAI PPO recipe on the shared encoder, stopping once it held the target."""
     steps, every = budget.rl_budget(level)
-    preset = PRESETS["babyai-gotoredballgrey"]
-    n_steps = max(1, min(preset.algo_kwargs["n_steps"], steps // preset.n_envs))
-    algo_kwargs = dict(n_steps=n_steps, batch_size=min(preset.algo_kwargs["batch_size"], n_steps * preset.n_envs))
-    encoder = dict(config=ENCODER.transformer_config(), pooling="flat", view_stem=ENCODER.view_stem,
-                   history_as_one_token=ENCODER.history_as_one_token)
-    config = preset.merged(env_id=f"lab/{level}", algo_kwargs=algo_kwargs, env_kwargs=dict(action_history=ACTION_HISTORY),
-                           timesteps=steps, eval_freq=every, eval_episodes=budget.eval_episodes,
-                           final_eval_episodes=budget.final_episodes, eval_actions="sampled",
-                           stop_at_metric=budget.target, name="", reference="")
-    return replace(config, encoder_kwargs=encoder)
+    return recipe.ppo_config(level, steps, every, budget.eval_episodes, final_episodes=budget.final_episodes,
+                             stop_at_metric=budget.target)
 
 
 def short(level: str) -> str:
@@ -140,6 +122,7 @@ def jobs(budget: LadderBudget, seeds: list[int], exp: str = "ladder") -> list[Jo
 
 def settings(budget: LadderBudget) -> dict[str, Any]:
     """What the analysis reads besides the budget: each level's PPO budget and the shared encoder."""
+    e = recipe.ENCODER
     return {"rl_budget": {level: list(budget.rl_budget(level)) for level in budget.levels},
-            "encoder": {"d_model": ENCODER.d_model, "num_heads": ENCODER.num_heads, "num_layers": ENCODER.num_layers,
-                        "view_stem": list(ENCODER.view_stem), "history_as_one_token": ENCODER.history_as_one_token}}
+            "encoder": {"d_model": e.d_model, "num_heads": e.num_heads, "num_layers": e.num_layers,
+                        "view_stem": list(e.view_stem), "history_as_one_token": e.history_as_one_token}}

@@ -8,15 +8,14 @@ from typing import Any
 
 from envs.registration import BABYAI_LEVELS
 from experiments.engine.jobs import Job
-from experiments.ladder.plan import ACTION_HISTORY, ENCODER, LadderBudget
-from experiments.ladder.plan import ppo_config as ladder_ppo_config
+from experiments import babyai_recipe as recipe
 from experiments.offline.variants import MIXTURES, dataset_name, method_variant
 from experiments.runs.baselines import UNTRAINED_BC, score_untrained_bc
 from experiments.runs.bc import train_bc
 from experiments.runs.offline import EARLY_PPO, build_dataset, collect_source, train_dt, use_dataset
 from experiments.runs.rl import train_agent
 from experiments.runs.supervised import GPU_SHARE
-from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig, BCEvalConfig
+from supervised.babyai_bc import BabyAIBCConfig, BCDataConfig
 from supervised.babyai_dt import BabyAIDTConfig, DTEvalConfig, DTModelConfig
 
 DATA_SEED = 0  # one collection per source, shared by every seed (the seeds vary the learners, as in experiment 2)
@@ -97,22 +96,18 @@ def dataset_id(budget: OfflineBudget, mixture: str) -> str:
 
 def bc_config(budget: OfflineBudget, seed: int, top_fraction: float = 1.0) -> BabyAIBCConfig:
     """``babyai_bc``'s recipe on the shared encoder; the data is set by the run (the dependency's dataset)."""
-    config = BabyAIBCConfig(model=ENCODER)
-    train = replace(config.train, max_steps=budget.min_steps, log_every=min(10, budget.min_steps), seed=seed,
-                    quiet=True, device="auto", num_threads=1)
-    data = BCDataConfig(level=budget.level, demos=budget.episodes, action_history=ACTION_HISTORY,
-                        top_fraction=top_fraction)
-    evaluation = BCEvalConfig(episodes=budget.eval_episodes, greedy=False, num_envs=min(budget.eval_episodes, 100))
-    return replace(config, train=train, data=data, eval=evaluation)
+    return recipe.bc_config(budget.level, budget.episodes, seed, steps=budget.min_steps,
+                            eval_episodes=budget.eval_episodes, top_fraction=top_fraction)
 
 
 def dt_config(budget: OfflineBudget, seed: int) -> BabyAIDTConfig:
     """``babyai_dt``'s recipe with the shared encoder as its state encoder, asked for the best return in its data."""
-    config = BabyAIDTConfig(model=DTModelConfig(encoder=ENCODER))
+    config = BabyAIDTConfig(model=DTModelConfig(encoder=recipe.ENCODER))
     train = replace(config.train, max_steps=budget.min_steps, log_every=min(10, budget.min_steps), seed=seed,
                     quiet=True, device="auto", num_threads=1)
     data = BCDataConfig(level=budget.level, demos=budget.episodes, action_history=0)  # actions are DT's tokens
-    evaluation = DTEvalConfig(episodes=budget.eval_episodes, greedy=False, num_envs=min(budget.eval_episodes, 100))
+    evaluation = DTEvalConfig(episodes=budget.eval_episodes, greedy=False,
+                              num_envs=min(budget.eval_episodes, recipe.EVAL_ENVS))
     return replace(config, train=train, data=data, eval=evaluation)
 
 
@@ -132,7 +127,7 @@ def jobs(budget: OfflineBudget, seeds: list[int], exp: str = "offline") -> list[
         policy_from = f"{exp}/ppo-checkpoint" if source == EARLY_PPO else None
         out.append(Job(f"{exp}/source-{source}", collect_source,
                        dict(level=budget.level, source=source, episodes=n, seed=DATA_SEED, policy_from=policy_from,
-                            action_history=ACTION_HISTORY), deps=(policy_from,) if policy_from else (),
+                            action_history=recipe.ACTION_HISTORY), deps=(policy_from,) if policy_from else (),
                        cost=n / 150))
     for mixture, parts in counts.items():
         share = ", ".join(f"{n} {source}" for source, n in parts.items())
@@ -172,12 +167,9 @@ def jobs(budget: OfflineBudget, seeds: list[int], exp: str = "offline") -> list[
 
 
 def ppo_config(budget: OfflineBudget, steps: int, eval_every: int) -> Any:
-    """The agents' BabyAI PPO recipe on the shared encoder (the ladder's), for ``steps`` steps: the online
-    reference, and the early checkpoint that logs the 'ppo-early' episodes."""
-    ladder = LadderBudget(levels=(budget.level,), demo_grid=(1,), bc_epochs=1, bc_steps=1, rl_steps=steps,
-                          eval_every=eval_every, eval_episodes=budget.eval_episodes,
-                          final_episodes=budget.eval_episodes)
-    return ladder_ppo_config(ladder, budget.level).merged(stop_at_metric=None)
+    """The agents' BabyAI PPO recipe on the shared encoder, for ``steps`` steps: the online reference, and the early
+    checkpoint that logs the 'ppo-early' episodes."""
+    return recipe.ppo_config(budget.level, steps, eval_every, budget.eval_episodes)
 
 
 def settings(budget: OfflineBudget) -> dict[str, Any]:
