@@ -9,6 +9,10 @@
   games with Discrete observations turned into one-hot Boxes, so Box extractors (and ``HistoryWrapper``)
   apply. RepeatFirstEasy is 51 steps of "name the first card's suit" (return in [-1, 1]; a K = 8 window can
   be sure of the suit only for the first 8 steps).
+- More POPGym levels the memory benchmarks compare on (``lab/Popgym<Name>-v0``, :data:`POPGYM_LEVELS`):
+  RepeatPrevious (name the suit of the card dealt k steps ago; Easy k = 4 over 51 steps, Medium k = 32 over 103)
+  and CountRecall (how often has the queried card been dealt so far; Easy: 2 colours over 51 steps, Medium:
+  4 suits over 103; MultiDiscrete observations, one one-hot per component). Returns in [-1, 1].
 """
 from __future__ import annotations
 
@@ -61,20 +65,48 @@ class RepeatFirstEnv(gym.Env):
 
 
 class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Discrete(n) observations -> one-hot float32 Box (n,)."""
+    """Discrete(n) observations -> one-hot float32 Box (n,); MultiDiscrete([n1, n2, ...]) -> the components' one-hots
+    concatenated, Box (n1 + n2 + ...,)."""
 
     def __init__(self, env: gym.Env) -> None:
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.ObservationWrapper.__init__(self, env)
-        if not isinstance(env.observation_space, spaces.Discrete):
-            raise TypeError(f"OneHotObservation needs a Discrete observation space, got {env.observation_space}")
-        self.n = int(env.observation_space.n)
+        space = env.observation_space
+        if isinstance(space, spaces.Discrete):
+            sizes = [int(space.n)]
+        elif isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+            sizes = [int(n) for n in space.nvec]
+        else:
+            raise TypeError(f"OneHotObservation needs a Discrete or a 1-d MultiDiscrete observation space, got {space}")
+        self.offsets = np.cumsum([0, *sizes[:-1]])  # where each component's one-hot starts
+        self.n = int(sum(sizes))
         self.observation_space = spaces.Box(0.0, 1.0, (self.n,), dtype=np.float32)
 
     def observation(self, observation: Any) -> np.ndarray:
         out = np.zeros(self.n, dtype=np.float32)
-        out[int(observation)] = 1.0
+        out[self.offsets + np.asarray(observation, dtype=np.int64).reshape(-1)] = 1.0
         return out
+
+
+class FreshInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Copies the arrays of ``info``: CountRecall hands out its live ``counts`` array at every step, so an info a
+    user kept would change under them (Gymnasium's checker refuses that)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    @staticmethod
+    def _fresh(info: dict[str, Any]) -> dict[str, Any]:
+        return {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in info.items()}
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._fresh(info)
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._fresh(info)
 
 
 def make_popgym(name: str, history: int = 0) -> gym.Env:
@@ -84,7 +116,7 @@ def make_popgym(name: str, history: int = 0) -> gym.Env:
 
     from envs.history import HistoryWrapper
 
-    env: gym.Env = OneHotObservation(getattr(popgym.envs, name)())
+    env: gym.Env = OneHotObservation(FreshInfo(getattr(popgym.envs, name)()))
     return HistoryWrapper(env, history) if history else env
 
 
@@ -106,6 +138,9 @@ MEMORY_ENV_SPECS: dict[str, dict[str, Any]] = {
     "lab/PopgymRepeatFirstEasyHistory-v0": {"entry_point": "envs.memory_tasks:make_popgym",
                                             "kwargs": {"name": "RepeatFirstEasy", "history": 8}},
 }
+POPGYM_LEVELS = ("RepeatPreviousEasy", "RepeatPreviousMedium", "CountRecallEasy", "CountRecallMedium")
+MEMORY_ENV_SPECS.update({f"lab/Popgym{name}-v0": {"entry_point": "envs.memory_tasks:make_popgym", "kwargs": {"name": name}}
+                         for name in POPGYM_LEVELS})
 
 
 def register_memory_envs() -> list[str]:

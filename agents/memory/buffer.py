@@ -1,7 +1,7 @@
 """Rollout buffers of :class:`agents.memory.ppo.MemoryPPO`: SB3's, plus what the memory needs to replay a step.
 
 Besides SB3's per-step data, each step stores its **layer inputs** (the residual stream entering each memory
-layer, (L, D)) and its time in the episode; the buffer also holds the layer inputs of the ``P = M - 1`` steps
+layer, (L, D); the actor's layers then the critic's when it has a memory of its own) and its time in the episode; the buffer also holds the layer inputs of the ``P = M - 1`` steps
 before the rollout (the "prefix", carried over from the previous rollout). Minibatches are **segments** of
 ``segment_len`` consecutive steps of one env; each comes with the stored layer inputs of the ``P`` steps
 before it (from the prefix and the rollout) and which of them belong to the segment's first episode.

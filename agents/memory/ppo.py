@@ -4,7 +4,7 @@ Constructed exactly like SB3's ``PPO``::
 
     from agents.memory.ppo import MemoryPPO
 
-    model = MemoryPPO("MlpPolicy", "lab/CartPoleNoVel-v1", n_steps=128, batch_size=256, segment_len=32,
+    model = MemoryPPO("MlpPolicy", "lab/CartPoleNoVel-v1", n_steps=128, batch_size=256,
                       policy_kwargs=dict(memory_kwargs=dict(memory_length=32, d_model=64)), seed=0)
     model.learn(100_000)
     actions, state = model.predict(obs, state=None, episode_start=starts, deterministic=True)  # RecurrentPPO's API
@@ -14,7 +14,10 @@ Policies: ``"MlpPolicy"`` (Box / Discrete observations; default extractor ``Flat
 the algorithm. Any SB3 features extractor plugs in through ``policy_kwargs["features_extractor_class"]``
 (the lab's ``TransformerExtractor`` / ``ConvExtractor`` / ``FusionExtractor``), optimizers through
 ``optimizer_class`` / ``optimizer_kwargs`` (``lab.optim.sb3_optimizer``), memory options through
-``memory_kwargs`` (:class:`agents.memory.transformer.MemoryConfig`).
+``memory_kwargs`` (:class:`agents.memory.transformer.MemoryConfig`). Every PPO argument keeps PPO's default, and
+``segment_len`` (below) fits whatever ``n_steps`` and ``batch_size`` are given unless it is given too, so a script
+written for ``PPO`` or sb3-contrib's ``RecurrentPPO`` runs with the class (and an LSTM policy's name and options:
+:data:`agents.memory.policy.LSTM_EQUIVALENTS`) changed.
 
 **How the update sees what the rollout saw.** During a rollout each env's memory is a ring of cached keys and
 values (one step costs O(M)); every step also stores its per-layer inputs. PPO's minibatches are segments of
@@ -34,6 +37,7 @@ positions are the step's time since its episode started (see :mod:`agents.memory
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,6 +58,14 @@ from agents.memory.policy import (
 )
 from agents.memory.transformer import MemoryConfig, MemoryState
 
+MAX_SEGMENT_LEN = 32  # the default's cap: gradients through 32 steps, the memory further back is stored
+
+
+def default_segment_len(n_steps: int, batch_size: int, cap: int = MAX_SEGMENT_LEN) -> int:
+    """The longest segment of at most ``cap`` steps that tiles each env's rollout and every minibatch."""
+    common = math.gcd(n_steps, batch_size)
+    return max(d for d in range(1, min(cap, common) + 1) if common % d == 0)
+
 
 class MemoryPPO(PPO):
     """SB3's PPO with an episodic transformer memory (see the module docstring).
@@ -61,7 +73,9 @@ class MemoryPPO(PPO):
     Args: those of ``stable_baselines3.PPO``, plus
         segment_len: steps per training sequence; ``n_steps`` and ``batch_size`` must be multiples of it.
             Longer segments let gradients reach further back through time (the memory before a segment is
-            stored, without gradient) at the cost of fewer, longer sequences per minibatch.
+            stored, without gradient) at the cost of fewer, longer sequences per minibatch. Default (None): the
+            longest that fits, up to 32 steps (:func:`default_segment_len`): 32 for PPO's defaults, 16 for
+            ``n_steps=16``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -71,15 +85,19 @@ class MemoryPPO(PPO):
     }
     policy: MemoryActorCriticPolicy
 
-    def __init__(self, policy: str | type[MemoryActorCriticPolicy], env: Any, *args: Any, segment_len: int = 32,
-                 _init_setup_model: bool = True, **kwargs: Any) -> None:
+    def __init__(self, policy: str | type[MemoryActorCriticPolicy], env: Any, *args: Any,
+                 segment_len: int | None = None, _init_setup_model: bool = True, **kwargs: Any) -> None:
         if kwargs.get("rollout_buffer_class") is not None:
             raise ValueError("MemoryPPO chooses its own rollout buffer (agents.memory.buffer); "
                              "do not pass rollout_buffer_class")
-        if isinstance(segment_len, bool) or not isinstance(segment_len, int) or segment_len < 1:
-            raise ValueError(f"segment_len must be a positive int, got {segment_len!r}")
-        self.segment_len = segment_len
+        if segment_len is not None and (isinstance(segment_len, bool) or not isinstance(segment_len, int)
+                                        or segment_len < 1):
+            raise ValueError(f"segment_len must be a positive int (or None: fitted to n_steps and batch_size), "
+                             f"got {segment_len!r}")
         super().__init__(policy, env, *args, _init_setup_model=False, **kwargs)
+        if segment_len is None:
+            segment_len = default_segment_len(self.n_steps, self.batch_size)
+        self.segment_len = segment_len
         if self.n_steps % segment_len:
             raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of segment_len ({segment_len}): "
                              "each env's rollout is cut into whole segments")
@@ -94,11 +112,18 @@ class MemoryPPO(PPO):
         self.rollout_buffer_class = (
             MemoryDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else MemoryRolloutBuffer
         )
+        # SB3 builds the buffer before the policy: a critic with its own memory (share_features_extractor=False)
+        # stores its layer inputs after the actor's
+        critic_layers = 0 if self.policy_kwargs.get("share_features_extractor", True) else config.num_layers
         self.rollout_buffer_kwargs = dict(segment_len=self.segment_len, memory_length=config.memory_length,
-                                          num_layers=config.num_layers, d_model=config.d_model)
+                                          num_layers=config.num_layers + critic_layers, d_model=config.d_model)
         super()._setup_model()
         if not isinstance(self.policy, MemoryActorCriticPolicy):
             raise TypeError(f"MemoryPPO needs a MemoryActorCriticPolicy (or subclass), got {type(self.policy).__name__}")
+        if self.policy.memory_layers != self.rollout_buffer.num_layers:
+            raise TypeError(f"{type(self.policy).__name__} keeps {self.policy.memory_layers} layers of memory per step, "
+                            f"the rollout buffer {self.rollout_buffer.num_layers}: a policy class that changes "
+                            "share_features_extractor's default must be given it in policy_kwargs")
         self._memory_state: MemoryState = self.policy.initial_state(self.n_envs)
         buffer = self.rollout_buffer
         self._memory_prefix = (buffer.prefix.clone(), buffer.prefix_valid.clone())
@@ -127,7 +152,7 @@ class MemoryPPO(PPO):
             self.policy.reset_noise(env.num_envs)
         state = self._memory_state
         with torch.no_grad():  # the cache, rebuilt with the current weights from what the update will use
-            self.policy.memory.load_memory(state, rollout_buffer.prefix, rollout_buffer.prefix_valid)
+            self.policy.load_memory(state, rollout_buffer.prefix, rollout_buffer.prefix_valid)
         callback.on_rollout_start()
 
         while n_steps < n_rollout_steps:

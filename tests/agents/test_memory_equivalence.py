@@ -130,12 +130,15 @@ def test_no_information_crosses_an_episode_start():
     torch.testing.assert_close(x[0, 9:], y[0, 9:], atol=0, rtol=0)
 
 
-def test_ppo_update_recomputes_what_the_rollout_computed():
+@pytest.mark.parametrize("share", [True, False], ids=["one-memory", "critic-own-memory"])
+def test_ppo_update_recomputes_what_the_rollout_computed(share):
     """First epoch: evaluate_actions on the buffer's segments gives the rollout's log-probs and values, with the
-    memory reaching across segments and across rollouts (episodes longer than both)."""
+    memory reaching across segments and across rollouts (episodes longer than both); for a critic with its own
+    memory too (its layer inputs stored after the actor's)."""
     env = make_vec_env("lab/CartPoleNoVel-v1", n_envs=4, seed=0)
     model = MemoryPPO("MlpPolicy", env, n_steps=32, batch_size=64, segment_len=8, seed=0, device="cpu",
-                      policy_kwargs=dict(memory_kwargs=dict(memory_length=20, d_model=16, num_heads=2, num_layers=2)))
+                      policy_kwargs=dict(share_features_extractor=share,
+                                         memory_kwargs=dict(memory_length=20, d_model=16, num_heads=2, num_layers=2)))
     model.learn(2 * 32 * 4)  # two rollouts and updates: the weights changed since the prefix memory was stored
     model.train = lambda: None  # one more rollout, no update after it: the buffer is what the update would see
     model.learn(32 * 4, reset_num_timesteps=False)

@@ -13,7 +13,8 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 import envs  # noqa: F401  (registers lab/*)
 from agents.extractors import TransformerExtractor
 from agents.memory.policy import MemoryActorCriticPolicy
-from agents.memory.ppo import MemoryPPO
+from agents.finetune import FinetuneMemoryPolicy
+from agents.memory.ppo import MemoryPPO, default_segment_len
 from envs.memory_tasks import RepeatFirstEnv
 from lab.optim import sb3_optimizer
 
@@ -145,10 +146,73 @@ def test_bad_settings_fail_early():
     with pytest.raises(ValueError, match="memory_length must be >= 1"):
         MemoryPPO("MlpPolicy", vec, n_steps=16, batch_size=16, segment_len=8,
                   policy_kwargs=dict(memory_kwargs=dict(memory_length=0)))
-    with pytest.raises(ValueError, match="share_features_extractor"):
-        MemoryPPO("MlpPolicy", vec, n_steps=16, batch_size=16, segment_len=8,
-                  policy_kwargs=dict(share_features_extractor=False))
+    with pytest.raises(ValueError, match="segment_len must be a positive int"):
+        MemoryPPO("MlpPolicy", vec, n_steps=16, batch_size=16, segment_len=0)
     assert MemoryPPO.policy_aliases["MlpPolicy"] is MemoryActorCriticPolicy
+
+
+@pytest.mark.parametrize("n_steps,batch_size,expected", [(2048, 64, 32), (128, 256, 32), (16, 64, 16), (48, 96, 24),
+                                                         (100, 50, 25), (20, 16, 4), (7, 64, 1)])
+def test_default_segment_len_fits_any_rollout_and_batch(n_steps, batch_size, expected):
+    """PPO's arguments alone: the longest segment (up to 32 steps) that tiles each env's rollout and every batch."""
+    assert default_segment_len(n_steps, batch_size) == expected
+    assert n_steps % expected == 0 and batch_size % expected == 0
+
+
+def test_a_fitted_segment_len_learns_and_an_explicit_one_is_kept():
+    vec = make_vec_env("lab/CartPoleNoVel-v1", n_envs=2, seed=0)
+    model = MemoryPPO("MlpPolicy", vec, n_steps=6, batch_size=9, n_epochs=1, seed=0, device="cpu",
+                      policy_kwargs=dict(memory_kwargs=dict(TINY_MEMORY)))
+    assert model.segment_len == 3 and model.rollout_buffer.segment_len == 3
+    assert model.learn(24).num_timesteps == 24
+    assert MemoryPPO("MlpPolicy", vec, n_steps=16, batch_size=32, segment_len=8).segment_len == 8
+
+
+def test_a_critic_with_its_own_memory_reads_only_that_memory():
+    """share_features_extractor=False (RecurrentPPO's enable_critic_lstm): the values depend on the critic's
+    extractor and memory only, the actions on the actor's only; both train, the state holds both."""
+    model = _tiny(share_features_extractor=False)
+    policy = model.policy
+    assert policy.critic_memory is not None and policy.memory_layers == 2 * policy.memory_config.num_layers
+    model.learn(64)
+    batch = next(model.rollout_buffer.get(32))
+    actions = batch.actions.long().flatten()
+
+    def outputs() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            values, log_prob, _ = policy.evaluate_actions(batch.observations, actions)
+        return values, log_prob
+
+    values, log_prob = outputs()
+    with torch.no_grad():
+        for p in policy.memory.parameters():
+            p.add_(0.1)
+    moved_values, moved_log_prob = outputs()
+    torch.testing.assert_close(moved_values, values, atol=0, rtol=0)
+    assert not torch.allclose(moved_log_prob, log_prob)
+    with torch.no_grad():
+        for p in policy.critic_memory.parameters():
+            p.add_(0.1)
+    torch.testing.assert_close(outputs()[1], moved_log_prob, atol=0, rtol=0)
+    obs = np.zeros((3, 2), dtype=np.float32)
+    _, state = model.predict(obs)
+    assert state[0].shape[0] == policy.memory_config.num_layers  # predict carries the actor's memory only
+
+
+def test_discriminative_fine_tuning_sees_the_memory():
+    """agents.finetune rebuilds the optimizer after the policy's _build: the memory must exist by then, or the
+    strategy's parameter groups are silently replaced by one plain group."""
+    cls, kwargs = sb3_optimizer("adamw")
+    model = MemoryPPO(FinetuneMemoryPolicy, make_vec_env("lab/CartPoleNoVel-v1", n_envs=2, seed=0), seed=0,
+                      device="cpu", **TINY_PPO,
+                      policy_kwargs=dict(finetune="discriminative", features_extractor_class=TransformerExtractor,
+                                         features_extractor_kwargs=dict(d_model=16, num_heads=2, dim_feedforward=32),
+                                         optimizer_class=cls, optimizer_kwargs=kwargs, memory_kwargs=TINY_MEMORY))
+    groups = model.policy.optimizer.param_groups
+    assert len(groups) > 1 and groups[-1]["lr_scale"] == 1.0 > groups[0]["lr_scale"]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.policy.parameters())  # each once, memory in the heads'
+    assert {id(p) for p in model.policy.memory.parameters()} <= {id(p) for p in groups[-1]["params"]}
 
 
 def test_babyai_through_the_fusion_extractor():

@@ -53,3 +53,14 @@ def test_one_hot_needs_discrete():
     env = gym.make("lab/PopgymRepeatFirstEasy-v0")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4,) and obs.sum() == 1.0
+
+
+def test_one_hot_of_multi_discrete_concatenates_each_components_one_hot():
+    """CountRecall observes (dealt card, queried card): two one-hots side by side, each summing to one."""
+    env = gym.make("lab/PopgymCountRecallMedium-v0")  # MultiDiscrete([4, 4])
+    assert env.observation_space.shape == (8,)
+    env.reset(seed=0)
+    for _ in range(5):
+        obs, *_ = env.step(0)
+        dealt, queried = env.unwrapped.last_obs  # POPGym's own MultiDiscrete observation
+        assert obs[:4].sum() == obs[4:].sum() == 1.0 and obs[dealt] == obs[4 + queried] == 1.0
