@@ -1,4 +1,5 @@
-"""Command line: ``python -m experiments {digits,imitation,optimizers,finetune,flagship,report} [--full] [--seeds N]``.
+"""Command line:
+``python -m experiments {digits,imitation,optimizers,finetune,ladder,offline,flagship,report} [--full] [--seeds N]``.
 
     python -m experiments flagship                  # experiments 1 + 2, quick mode (a few minutes on 2 cores)
     python -m experiments digits --full             # experiment 1 with the full budget and 5 seeds
@@ -145,7 +146,7 @@ class OfflineCommand(Common):
 @dataclass
 class FlagshipCommand(Common):
     """Experiments 1 and 2 (digits: labels vs rewards; BabyAI: imitation vs RL) in one pool of workers, one
-    report each. Quick mode fits in about 3.5 minutes of compute on 2 cores."""
+    report each. Quick mode takes about 2 minutes on 2 cores (3.3 CPU-minutes)."""
 
     digits: DigitsBudget = field(default_factory=DigitsBudget)
     imitation: ImitationBudget = field(default_factory=ImitationBudget)
