@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import pytest
 import torch
@@ -11,6 +12,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def user_namespace_mounts() -> None:
+    """Skips a test unless ``unshare -rm`` works (a user + mount namespace: a small tmpfs for a real full disk)."""
+    try:
+        works = subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        works = False
+    if not works:
+        pytest.skip("needs unshare -rm (a user + mount namespace) for a small tmpfs")
 
 
 @pytest.fixture

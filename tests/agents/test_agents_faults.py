@@ -253,15 +253,7 @@ def test_a_checkpoint_the_disk_refuses_leaves_the_previous_one_and_names_the_fil
     AgentRun.resume(tmp_path / "run").run()
 
 
-def _unshare_works() -> bool:
-    try:
-        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm (a user + mount namespace) for a small tmpfs")
-def test_a_full_disk_exits_74_naming_the_file_and_errno(tmp_path):
+def test_a_full_disk_exits_74_naming_the_file_and_errno(tmp_path, user_namespace_mounts):
     """A real full disk: agents.train on a 300 KiB tmpfs (in a user namespace) fills it with its first checkpoint.
     (Before: a traceback through save_checkpoint.)"""
     mount = tmp_path / "small"

@@ -54,15 +54,7 @@ def test_a_write_the_disk_refuses_exits_74_and_keeps_the_previous_checkpoint(tmp
                  "--train.resume", str(run_dir)]) == 0
 
 
-def _unshare_works() -> bool:
-    try:
-        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm (a user + mount namespace) for a small tmpfs")
-def test_a_full_disk_exits_74(tmp_path):
+def test_a_full_disk_exits_74(tmp_path, user_namespace_mounts):
     """A real full disk: the default digits net's checkpoints (~0.9 MB each) on a 1.5 MB tmpfs."""
     mount = tmp_path / "small"
     mount.mkdir()
