@@ -101,8 +101,8 @@ class RunFlags:
     """SB3 verbosity (1 also prints SB3's logs)"""
     portable: bool = False
     """portable mode (lab.portable): kernels pinned to AVX2 and one thread, so the same command gives the same
-    numbers on any x86-64 CPU with AVX2 (RMSprop, A2C's optimizer, and Adamax / NAdam: can still differ between
-    Intel and AMD); slower (BENCHMARKS.md says how much)"""
+    numbers on any x86-64 CPU with AVX2 (Adamax and NAdam unchecked: they may differ between Intel and AMD);
+    slower (BENCHMARKS.md says how much)"""
 
 
 def _agent_flags() -> list[tuple[str, Any, Any]]:

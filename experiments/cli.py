@@ -86,8 +86,8 @@ class Common:
     """live display of what is running and what remains"""
     portable: bool = False
     """portable mode (lab.portable): kernels pinned to AVX2 and one thread per job, so the same command gives the
-    same numbers on any x86-64 CPU with AVX2 (recorded in results.json; A2C's RMSprop, Adamax and NAdam can still
-    differ between Intel and AMD); slower, BENCHMARKS.md says how much"""
+    same numbers on any x86-64 CPU with AVX2 (recorded in results.json; Adamax and NAdam unchecked, they may differ
+    between Intel and AMD); slower, BENCHMARKS.md says how much"""
 
 
 @dataclass

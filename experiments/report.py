@@ -101,8 +101,8 @@ def kernels_sentence(machine: dict[str, Any]) -> str:
              f"{machine['onednn']}")
     if machine["portable"]:
         return (f"portable mode (`--portable`): {where}, pinned to AVX2 and one thread; the same command gives these "
-                "numbers on any x86-64 CPU with AVX2, except runs with RMSprop (A2C's optimizer), Adamax or NAdam, "
-                "which can differ between Intel and AMD CPUs")
+                "numbers on any x86-64 CPU with AVX2 (Adamax and NAdam runs unchecked: they may differ between Intel "
+                "and AMD CPUs)")
     return (f"kernels: {where} (the CPU's fastest); the same numbers reproduce on a machine with the same kernels, "
             "`--portable` gives numbers that reproduce on any x86-64 CPU with AVX2")
 

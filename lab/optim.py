@@ -71,15 +71,61 @@ class _LrScaleMixin:
         super().add_param_group(param_group)
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:
-        """One step of the base optimizer with each group's lr multiplied by its ``lr_scale`` for the step only."""
+        """One step of the base optimizer (in portable mode RMSprop's as :func:`_portable_rmsprop_step`) with each
+        group's lr multiplied by its ``lr_scale`` for the step only."""
         saved = [(group, group["lr"]) for group in self.param_groups if group.get("lr_scale", 1.0) != 1.0]
         for group, lr in saved:
             group["lr"] = lr * group["lr_scale"]
         try:
+            if portable_mode() and isinstance(self, torch.optim.RMSprop):
+                return _portable_rmsprop_step(self, closure)
             return _unhooked(super().step)(closure)
         finally:
             for group, lr in saved:  # restore even if the step raised, so the scale never compounds
                 group["lr"] = lr
+
+
+def _portable_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(x) computed as 1 / rsqrt(x): ATen's rsqrt and division are correctly rounded CPU instructions, the same
+    bits on every x86-64 CPU, where ``torch.sqrt`` on CPU goes through MKL's vector maths, whose Intel and AMD code
+    paths round differently. Not always the correctly rounded sqrt (two roundings): portable mode's own numbers."""
+    return torch.ones_like(x).div_(torch.rsqrt(x))
+
+
+@torch.no_grad()
+def _portable_rmsprop_step(optimizer: torch.optim.RMSprop, closure: Callable[[], float] | None) -> Any:
+    """torch's RMSprop update (``torch.optim.rmsprop._single_tensor_rmsprop``, the same state) with
+    :func:`_portable_sqrt`: RMSprop has no fused CPU kernel that would avoid MKL (lab.portable)."""
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    for group in optimizer.param_groups:
+        params, grads, square_avgs, grad_avgs, buffers, steps = [], [], [], [], [], []
+        optimizer._init_group(group, params, grads, square_avgs, buffers, grad_avgs, steps)
+        alpha, eps, lr, momentum = group["alpha"], group["eps"], group["lr"], group["momentum"]
+        for i, (param, grad, square_avg, step) in enumerate(zip(params, grads, square_avgs, steps)):
+            grad = -grad if group["maximize"] else grad
+            step += 1
+            if group["weight_decay"] != 0:
+                grad = grad.add(param, alpha=group["weight_decay"])
+            if torch.is_complex(param):
+                param, grad, square_avg = map(torch.view_as_real, (param, grad, square_avg))
+            square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+            if group["centered"]:
+                grad_avg = torch.view_as_real(grad_avgs[i]) if torch.is_complex(grad_avgs[i]) else grad_avgs[i]
+                grad_avg.lerp_(grad, 1 - alpha)
+                avg = _portable_sqrt(square_avg.addcmul(grad_avg, grad_avg, value=-1))
+            else:
+                avg = _portable_sqrt(square_avg)
+            avg.add_(eps)
+            if momentum > 0:
+                buf = torch.view_as_real(buffers[i]) if torch.is_complex(buffers[i]) else buffers[i]
+                buf.mul_(momentum).addcdiv_(grad, avg)
+                param.add_(buf, alpha=-lr)
+            else:
+                param.addcdiv_(grad, avg, value=-lr)
+    return loss
 
 
 def _unhooked(bound_step: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,10 +7,11 @@ last bits of a result, and training turns those into other curves. ``--portable`
 MKL to its conditional-numerical-reproducibility mode for Intel and non-Intel CPUs (``COMPATIBLE``), one intra-op
 thread (a parallel reduction's split depends on the thread count), ``torch.use_deterministic_algorithms`` (set by
 ``lab/__init__`` in every process that imports the lab) and, in ``lab.optim``, the fused optimizer kernels where
-torch has them (Adam, AdamW, SGD, Adagrad): the others take square roots through MKL's vector maths, whose AMD and
-Intel paths differ even in that mode. What this buys and costs was measured (BENCHMARKS.md, "Reproducing numbers
-on another machine"): RMSprop, Adamax and NAdam runs (A2C uses RMSprop) still differ between vendors (an A2C
-probe ends with other parameters on an emulated Intel CPU).
+torch has them (Adam, AdamW, SGD, Adagrad) and an RMSprop step that takes its square roots as 1 / rsqrt: torch's
+own kernels take them through MKL's vector maths, whose AMD and Intel paths differ even in that mode. What this
+buys and costs was measured (BENCHMARKS.md, "Reproducing numbers on another machine"). Adamax and NAdam (used only
+by the optimizers experiment) were not checked: NAdam's square roots go through MKL, so its runs may still differ
+between vendors.
 
 The environment is read when the libraries load, so a command given ``--portable`` starts itself again with it
 (:func:`restart_if_requested`) before any work; Ray's workers inherit it (or get it through the job's runtime

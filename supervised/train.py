@@ -12,8 +12,8 @@
 
 Runs go to runs/supervised/TASK/RUN_NAME unless --train.out-dir says otherwise. --train.resume takes a run
 directory (its last.pt) or a checkpoint file (e.g. its best.pt). ``--portable`` (anywhere on the line) pins the
-kernels so the numbers are the same on any x86-64 CPU with AVX2 (``lab.portable``; RMSprop, Adamax and NAdam
-runs can still differ between Intel and AMD CPUs).
+kernels so the numbers are the same on any x86-64 CPU with AVX2 (``lab.portable``; Adamax and NAdam runs are
+unchecked and may differ between Intel and AMD CPUs).
 
 Exit status (``lab.exit_codes``): 0 done, 1 training diverged (a NaN / inf loss, gradient or model state; the last
 good checkpoint is named), 2 a bad config, run directory or checkpoint, 74 the disk refused a write (full,

@@ -86,3 +86,38 @@ def test_portable_mode_takes_the_fused_optimizers_where_torch_has_them(monkeypat
     assert "fused" not in make_optimizer("rmsprop", model, lr=1e-3).defaults  # torch has no fused RMSprop
     monkeypatch.delenv("LAB_PORTABLE")
     assert not make_optimizer("adamw", model, lr=1e-3).defaults["fused"]
+
+
+@pytest.mark.parametrize("options", [{}, {"momentum": 0.9}, {"centered": True, "weight_decay": 0.01},
+                                     {"momentum": 0.5, "centered": True, "maximize": True}])
+def test_portable_rmsprop_is_torchs_update_without_mkls_square_root(monkeypatch, options):
+    """RMSprop has no fused kernel: in portable mode the lab takes its square roots as 1 / rsqrt, never through
+    torch.sqrt (MKL's vector maths, which rounds differently on Intel and AMD: benchmarks/portable.py's A2C probe).
+    The update is torch's otherwise: the same state, parameters equal to the last bits over 20 steps."""
+    import torch
+
+    from lab.optim import make_optimizer
+
+    def train(portable: bool) -> tuple[list[torch.Tensor], dict]:
+        monkeypatch.setenv("LAB_PORTABLE", "1" if portable else "0")
+        torch.manual_seed(0)
+        params = [torch.randn(5, 7, requires_grad=True), torch.randn(3, requires_grad=True)]
+        optimizer = make_optimizer("rmsprop", params, lr=1e-2, **options)
+        for _ in range(20):
+            optimizer.zero_grad()
+            sum((p ** 2).sum() + p.sin().sum() for p in params).backward()
+            optimizer.step()
+        return params, optimizer.state[params[0]]
+
+    reference, reference_state = train(portable=False)
+    with monkeypatch.context() as patched:
+        def refused(*args, **kwargs):
+            raise AssertionError("torch.sqrt called in portable mode")
+        patched.setattr(torch.Tensor, "sqrt", refused)
+        patched.setattr(torch.Tensor, "sqrt_", refused)
+        patched.setattr(torch, "_foreach_sqrt", refused)
+        portable, state = train(portable=True)
+    assert sorted(state) == sorted(reference_state) and int(state["step"]) == 20
+    for p, r in zip(portable, reference):
+        torch.testing.assert_close(p, r, rtol=0, atol=1e-6)
+    assert any(not torch.equal(p, r) for p, r in zip(portable, reference))  # another rounding: its own numbers
