@@ -130,7 +130,7 @@ class FinetuneCommand(Common):
 class LadderCommand(Common):
     """The BabyAI ladder (issue 19): per level, the demonstrations behaviour cloning and the episodes PPO need to
     reach 99% success and keep it, on one fusion encoder, beside the BabyAI paper's table (quick: GoToRedBallGrey;
-    full: up to PutNextLocal, hours on 2 cores: resume with --resume)."""
+    full: up to PutNextLocal, days on 2 cores: it continues with --resume)."""
 
     budget: LadderBudget = field(default_factory=LadderBudget)
 
