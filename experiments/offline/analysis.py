@@ -125,11 +125,12 @@ def takeaway(results: dict[str, Any]) -> str:
             sentences.append(f"On the {mixture} data ({value(data)} of its episodes succeed)"
                              if data and data["section"] == mixture else f"On the {mixture} data")
             sentences[-1] += f" the success rate is {join(said)}."
-    ppo_cost = find(summary, PPO_COST, method_variant("dt", budget["mixtures"][-1]))
+    noisiest = budget["mixtures"][-1]
+    ppo_cost = find(summary, PPO_COST, method_variant("dt", noisiest))
     if ppo_cost and ppo_cost["n"]:
-        episodes = find(summary, "episodes learned from (kept)", method_variant("dt", budget["mixtures"][-1]))
-        sentences.append(f"DT learned that from {value(episodes)} logged episodes; PPO reached the same success "
-                         f"online after {value(ppo_cost)} training episodes.")
+        episodes = find(summary, "episodes learned from (kept)", method_variant("dt", noisiest))
+        sentences.append(f"On the {noisiest} data DT learned its success from {value(episodes)} logged episodes; "
+                         f"PPO reached the same success online after {value(ppo_cost)} training episodes.")
     return " ".join(sentences) or "No run finished."
 
 
