@@ -14,9 +14,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import torch
+
+E = TypeVar("E", bound=BaseException)
 
 TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random>.tmp" beside their target
 
@@ -33,15 +35,20 @@ class WriteError(OSError):
                 "was left" + (f"; {self.advice}" if self.advice else ""))
 
 
-def os_error_in(error: BaseException) -> OSError | None:
-    """The OSError behind ``error``: itself, or the first one in its chain of causes and contexts."""
+def _first_in_chain(error: BaseException | None, kind: type[E]) -> E | None:
+    """``error`` itself if it is a ``kind``, or the first one in its chain of causes and contexts."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
+        if isinstance(error, kind):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``: itself, or the first one in its chain of causes and contexts."""
+    return _first_in_chain(error, OSError)
 
 
 # What only a write can fail with: a full disk or quota, a read-only filesystem, a file-size limit.
@@ -76,6 +83,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
     except BaseException as error:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        interrupt = _first_in_chain(error, KeyboardInterrupt)
+        if interrupt is not None and interrupt is not error:
+            # Ctrl-C / SIGTERM inside one of torch.save's writes: its zip writer, closing the archive, turns the
+            # interrupt into "RuntimeError: unexpected pos"; the interrupt is what happened, and the caller's
+            # handler (exit 130 / 143 naming the checkpoint) must see it.
+            raise interrupt from None
         cause = os_error_in(error)
         if cause is None or isinstance(error, WriteError):
             raise
