@@ -7,8 +7,11 @@ import threading
 from typing import Any
 
 
-class Interrupted(Exception):
-    """SIGINT / SIGTERM stopped the engine; every worker is gone and unfinished runs are marked."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT / SIGTERM stopped the engine; every worker is gone and unfinished runs are marked.
+
+    A KeyboardInterrupt, as Ctrl-C's own: no ``except Exception`` takes it for a failed run, and an atomic write
+    it lands in (``lab.io.atomic_write``) re-raises it rather than torch.save's error about the torn archive."""
 
     def __init__(self, signum: int, finished: int, total: int) -> None:
         self.signum, self.finished, self.total = signum, finished, total
