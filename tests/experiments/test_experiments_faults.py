@@ -13,12 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import experiments.pipeline
 from experiments.cli import main
+from experiments.engine.jobs import Job
 from experiments.engine.markers import MARKER
+from experiments.engine.run import run_jobs
+from experiments.engine.signals import Interrupted
 from experiments.output_dir import OutputLock
-from lab.io import WriteError
+from lab.io import WriteError, atomic_write
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = """
@@ -106,3 +110,35 @@ def test_a_file_as_demos_dir_is_refused_before_any_work(tmp_path, capsys, direct
     assert main(["imitation", "--workers", "0", "--out", str(tmp_path / "runs"), "--budget.demos-dir",
                  str(tmp_path / directory)]) == 2
     assert "is a file, not a directory of demonstrations" in capsys.readouterr().err
+
+
+def _checkpoint_torn_by_sigterm(run_dir, report, deps):
+    """A job whose checkpoint write is hit by the in-process engine's SIGTERM handler (it raises at once)."""
+
+    class Torn:  # the handler's exception raised inside torch.save's third write, as a signal landing there does
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 3:
+                raise Interrupted(signal.SIGTERM, 0, 0)
+            return self.f.write(data)
+
+    atomic_write(Path(run_dir) / "last.pt", lambda f: torch.save({"w": torch.ones(100)}, Torn(f)))
+    return {}
+
+
+def _never(run_dir, report, deps):
+    raise AssertionError("the engine went on after SIGTERM")
+
+
+def test_sigterm_inside_a_checkpoint_write_stops_the_inline_engine(tmp_path):
+    # torch.save turns an exception inside its writes into "RuntimeError: unexpected pos"; the engine must still
+    # see the interrupt (mark the run unfinished and stop), not a failed run to skip past.
+    jobs = [Job("exp/a", _checkpoint_torn_by_sigterm, cost=2.0), Job("exp/b", _never)]
+    with pytest.raises(Interrupted) as stop:
+        run_jobs(jobs, tmp_path, workers=0, progress=False)
+    assert stop.value.signum == signal.SIGTERM and stop.value.total == 2 and stop.value.finished == 0
+    assert not (tmp_path / "exp" / "a" / "last.pt").exists()
+    assert not list((tmp_path / "exp" / "a").glob(".*.tmp"))
