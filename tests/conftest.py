@@ -68,3 +68,26 @@ def minari_made_dataset():
                                                   code_permalink="https://example.org")
 
     return make
+
+
+class _InterruptedFile:
+    """A file whose ``write`` number ``at`` raises ``error``, as a signal handler that raises does when its signal
+    lands while torch.save is writing a checkpoint."""
+
+    def __init__(self, f, at: int, error: BaseException) -> None:
+        self.f, self.at, self.error, self.calls = f, at, error, 0
+
+    def write(self, data):
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.error
+        return self.f.write(data)
+
+    def flush(self):
+        return self.f.flush()
+
+
+@pytest.fixture
+def interrupted_file():
+    """``interrupted_file(f, at, error)``: ``f`` whose write number ``at`` raises ``error`` (see _InterruptedFile)."""
+    return _InterruptedFile

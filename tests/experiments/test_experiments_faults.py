@@ -112,20 +112,11 @@ def test_a_file_as_demos_dir_is_refused_before_any_work(tmp_path, capsys, direct
     assert "is a file, not a directory of demonstrations" in capsys.readouterr().err
 
 
-def _checkpoint_torn_by_sigterm(run_dir, report, deps):
-    """A job whose checkpoint write is hit by the in-process engine's SIGTERM handler (it raises at once)."""
-
-    class Torn:  # the handler's exception raised inside torch.save's third write, as a signal landing there does
-        def __init__(self, f):
-            self.f, self.calls = f, 0
-
-        def write(self, data):
-            self.calls += 1
-            if self.calls == 3:
-                raise Interrupted(signal.SIGTERM, 0, 0)
-            return self.f.write(data)
-
-    atomic_write(Path(run_dir) / "last.pt", lambda f: torch.save({"w": torch.ones(100)}, Torn(f)))
+def _checkpoint_torn_by_sigterm(run_dir, report, deps, torn):
+    """A job whose checkpoint write is hit by the in-process engine's SIGTERM handler (it raises at once): the
+    handler's exception raised inside torch.save's third write, as a signal landing there does."""
+    error = Interrupted(signal.SIGTERM, 0, 0)
+    atomic_write(Path(run_dir) / "last.pt", lambda f: torch.save({"w": torch.ones(100)}, torn(f, 3, error)))
     return {}
 
 
@@ -133,10 +124,10 @@ def _never(run_dir, report, deps):
     raise AssertionError("the engine went on after SIGTERM")
 
 
-def test_sigterm_inside_a_checkpoint_write_stops_the_inline_engine(tmp_path):
+def test_sigterm_inside_a_checkpoint_write_stops_the_inline_engine(tmp_path, interrupted_file):
     # torch.save turns an exception inside its writes into "RuntimeError: unexpected pos"; the engine must still
     # see the interrupt (mark the run unfinished and stop), not a failed run to skip past.
-    jobs = [Job("exp/a", _checkpoint_torn_by_sigterm, cost=2.0), Job("exp/b", _never)]
+    jobs = [Job("exp/a", _checkpoint_torn_by_sigterm, dict(torn=interrupted_file), cost=2.0), Job("exp/b", _never)]
     with pytest.raises(Interrupted) as stop:
         run_jobs(jobs, tmp_path, workers=0, progress=False)
     assert stop.value.signum == signal.SIGTERM and stop.value.total == 2 and stop.value.finished == 0

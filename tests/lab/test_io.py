@@ -26,30 +26,14 @@ def test_write_json_replaces_whole_file(tmp_path):
     assert json.loads(path.read_text()) == {"accuracy": 0.9}
 
 
-class _InterruptedFile:
-    """A file whose ``write`` number ``at`` raises KeyboardInterrupt, as a SIGTERM / Ctrl-C handler does when its
-    signal lands while torch.save is writing a checkpoint."""
-
-    def __init__(self, f, at: int) -> None:
-        self.f, self.at, self.calls = f, at, 0
-
-    def write(self, data):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt("the signal handler")
-        return self.f.write(data)
-
-    def flush(self):
-        return self.f.flush()
-
-
 @pytest.mark.parametrize("at", [1, 2, 3, 4, 5, 6])
-def test_an_interrupt_inside_torch_save_surfaces_as_the_interrupt(tmp_path, at):
+def test_an_interrupt_inside_torch_save_surfaces_as_the_interrupt(tmp_path, at, interrupted_file):
     # torch's zip writer turns an interrupt after its first write into "RuntimeError: unexpected pos" while it
     # closes the archive; the CLIs' exit 130 / 143 (and the resume advice) depend on seeing the interrupt itself.
     path = tmp_path / "last.pt"
     atomic_torch_save({"step": torch.tensor(1)}, path)
     with pytest.raises(KeyboardInterrupt, match="the signal handler"):
-        atomic_write(path, lambda f: torch.save({"w": torch.ones(1000)}, _InterruptedFile(f, at)))
+        atomic_write(path, lambda f: torch.save({"w": torch.ones(1000)},
+                                                        interrupted_file(f, at, KeyboardInterrupt("the signal handler"))))
     assert torch.load(path)["step"].item() == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
