@@ -133,9 +133,9 @@ class FusionStateEncoder(nn.Module):
     never leaves its episode), optionally ``length`` (B,) real steps per window and ``prev_actions`` (B, K, k).
     """
 
-    def __init__(self, fusion: FusionTransformer, action_history: int = 0) -> None:
+    def __init__(self, fusion: FusionTransformer, action_history: int = 0, history_as_one_token: bool = False) -> None:
         super().__init__()
-        self.fusion, self.action_history = fusion, action_history
+        self.fusion, self.action_history, self.history_as_one_token = fusion, action_history, history_as_one_token
 
     def forward(self, states: Mapping[str, Tensor]) -> Tensor:
         direction = states["direction"]
@@ -145,7 +145,8 @@ class FusionStateEncoder(nn.Module):
             real = torch.arange(steps, device=direction.device) < states["length"][:, None]  # (B, K)
         window = real.nonzero()[:, 0]  # each real step's window, to give it its mission
         prev = states["prev_actions"][real] if self.action_history else None
-        inputs, masks = babyai_fusion_inputs(states["image"][real], direction[real], states["mission"][window], prev)
+        inputs, masks = babyai_fusion_inputs(states["image"][real], direction[real], states["mission"][window], prev,
+                                             history_as_one_token=self.history_as_one_token)
         fused = self.fusion(inputs, masks).fused  # (real steps, D)
         out = fused.new_zeros(batch, steps, fused.shape[-1])
         out[real] = fused
@@ -165,10 +166,12 @@ class BabyAIDecisionTransformer(nn.Module):
         super().__init__()
         config = config or DTModelConfig()
         self.action_history = action_history
-        fusion = FusionTransformer(FusionConfig(babyai_modalities(max_mission_len, action_history),
-                                                config.encoder.transformer_config(), config.encoder.pooling))
-        self.dt = DecisionTransformer(config.dt_config(state_dim=config.encoder.d_model),
-                                      FusionStateEncoder(fusion, action_history))
+        encoder = config.encoder  # built as BCPolicy builds it, so that encoder.pt loads where BC's does
+        one_token = encoder.history_as_one_token and action_history > 0
+        modalities = babyai_modalities(max_mission_len, action_history, encoder.view_stem, one_token)
+        fusion = FusionTransformer(FusionConfig(modalities, encoder.transformer_config(), encoder.pooling))
+        self.dt = DecisionTransformer(config.dt_config(state_dim=encoder.d_model),
+                                      FusionStateEncoder(fusion, action_history, one_token))
         self.register_buffer("best_return", torch.tensor(1.0))
 
     @property

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from envs.babyai import make_babyai_env
+from envs.babyai_fusion import babyai_fusion_inputs
 from envs.evaluation import evaluate
 from envs.minari_io import write_minari
 from lab.fusion import FusionTransformer
@@ -50,6 +51,30 @@ def test_the_state_encoder_encodes_each_real_step_as_alone_and_ignores_padding(m
                       "mission": inputs["mission"][w:w + 1]}
             torch.testing.assert_close(model.dt.state_encoder(single)[0, 0], encoded[w, t], atol=1e-5, rtol=0)
         assert (encoded[w, int(inputs["length"][w]):] == 0).all()
+
+
+@pytest.mark.parametrize("action_history", [0, 3])
+def test_the_state_encoder_is_bcs_encoder_for_every_encoder_option(mixture, action_history):
+    """The conv stem and the one-token history of the experiments' shared encoder reach the DT's state encoder:
+    BC's trained encoder loads into it and both encode every step the same."""
+    encoder = BCModelConfig(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32, view_stem=(3, 2),
+                            history_as_one_token=True)
+    torch.manual_seed(0)
+    bc = BCPolicy(encoder, action_history=action_history).eval()
+    dt = BabyAIDecisionTransformer(DTModelConfig(encoder=encoder, context=4, d_model=16, num_heads=2, num_layers=1,
+                                                 dim_feedforward=32), action_history=action_history).eval()
+    dt.encoder.load_state_dict(bc.encoder.state_dict())  # strict: same modules, same shapes
+    inputs, _ = dt_windows(mixture, context=4, action_history=action_history).take(slice(0, 6))
+    real = torch.arange(4) < inputs["length"][:, None]
+    observations = {"image": inputs["image"][real], "direction": inputs["direction"][real],
+                    "mission": inputs["mission"][real.nonzero()[:, 0]]}
+    if action_history:
+        observations["prev_actions"] = inputs["prev_actions"][real]
+    with torch.no_grad():
+        torch.testing.assert_close(dt.dt.state_encoder(inputs)[real],
+                                   bc.encoder(*babyai_fusion_inputs(**observations,
+                                                                    history_as_one_token=bool(action_history))).fused)
+    assert dt.encoder.config.modalities[0].num_tokens == 9  # the stem's patches, not 49 cells
 
 
 def test_the_actor_chooses_what_the_model_predicts_from_the_last_k_steps():
