@@ -123,6 +123,7 @@ class _Progress:
     """Everything about the run so far that is not a module's state; saved in every checkpoint."""
 
     step: int = 0
+    labels: int = 0  # labels trained on: batch rows, or a sequence task's real (unpadded) positions
     wall_time_s: float = 0.0  # summed over sessions (a resumed run continues the clock)
     best_val_accuracy: float | None = None
     best_step: int | None = None
@@ -261,8 +262,10 @@ class Trainer:
                     order, order_epoch = epoch_order(len(train), c.seed, epoch).to(self.device), epoch
                 inputs, targets = train.take(order[batch * c.batch_size:(batch + 1) * c.batch_size])
                 inputs = self.task.augment(inputs, self.data_generator)
-                for key, value in self._train_step(inputs, targets).items():
+                stats = self._train_step(inputs, targets)
+                for key, value in stats.items():
                     p.window[key] = p.window.get(key, 0.0) + value
+                p.labels += stats["samples"]
                 p.step += 1
                 p.wall_time_s = clock_offset + time.perf_counter() - session_start
                 self.on_step()
@@ -316,7 +319,7 @@ class Trainer:
             "learning_rate": w["lr"] / w["steps"],
             "grad_norm": w["grad_norm"] / w["steps"],
             "sps": sps,
-            "labels_seen": self.samples,
+            "labels_seen": p.labels,
             "epoch": p.step / self.steps_per_epoch,
             "wall_time_s": p.wall_time_s,
         }
@@ -379,7 +382,8 @@ class Trainer:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.progress = _Progress(**checkpoint["progress"])
+        # checkpoints before the label count: batch rows (exact for one label per row)
+        self.progress = _Progress(**{"labels": checkpoint["samples"], **checkpoint["progress"]})
         set_rng_state(checkpoint["rng"], self.data_generator)
 
     # ------------------------------------------------------------------------------------------------ final

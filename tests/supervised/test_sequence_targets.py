@@ -64,4 +64,6 @@ def test_a_sequence_task_trains_and_logs_accuracy_over_labels(tmp_path):
     result = fit(SequenceTask(SequenceConfig(train)))
     record = read_metrics(result.run_dir, "train")[-1]
     assert 0.5 < record["train_accuracy"] <= 1.0  # correct labels / real labels, never / padded positions
+    real_labels = int((sequence_data().targets != IGNORE_INDEX).sum())
+    assert record["labels_seen"] == 10 * real_labels  # 40 steps of 16 = 10 passes over 64 rows; padding is no label
     assert result.metrics["final_val_accuracy"] > 0.8
