@@ -153,7 +153,7 @@ _PRESETS += [
         description="MemoryPPO on POPGym RepeatFirstEasy (name the first card's suit for 51 steps)",
         algo="memory-ppo", n_envs=8, lr=1e-3, algo_kwargs=dict(_REPEAT_FIRST_PPO, segment_len=32),
         policy_kwargs=dict(net_arch=[64], memory_kwargs=dict(memory_length=64, d_model=32, num_heads=2,
-                                                             dim_feedforward=64)),
+                                                             dim_feedforward=64, positional="sinusoidal")),
         eval_episodes=40, **_MEMORY_EVAL, reference="benchmarks/memory.py --tasks repeat_first (BENCHMARKS.md)"),
     AgentConfig(
         name="repeat-first-lstm", env_id="lab/PopgymRepeatFirstEasy-v0",
@@ -185,7 +185,8 @@ _PRESETS += [
         name="minigrid-memorys9-memory", algo="memory-ppo",
         description="MemoryPPO on MiniGrid-MemoryS9 (3x3 view, 96 steps): fusion encoder -> memory 64, d64",
         policy_kwargs=dict(net_arch=dict(pi=[64], vf=[64]), activation_fn="tanh",
-                           memory_kwargs=dict(memory_length=64, d_model=64, num_heads=4, dim_feedforward=128)),
+                           memory_kwargs=dict(memory_length=64, d_model=64, num_heads=4, dim_feedforward=128,
+                                              positional="sinusoidal")),
         **_MINIGRID_MEMORY_COMMON),
     AgentConfig(
         name="minigrid-memorys9-lstm", algo="recurrent-ppo",

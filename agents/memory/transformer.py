@@ -48,7 +48,7 @@ POSITIONALS = ("sinusoidal", "learned", "none")
 class MemoryConfig:
     """The memory transformer of a :class:`agents.memory.policy.MemoryActorCriticPolicy` (``memory_kwargs``)."""
 
-    memory_length: int = 64  # M: steps attended (current one included); CartPole needs few, RepeatFirst all
+    memory_length: int = 16  # M: steps attended (current one included); long recall (RepeatFirst) needs more
     d_model: int = 64  # small: the model runs once per env step at batch n_envs, overhead bounds steps/s
     num_heads: int = 4
     num_layers: int = 1  # one layer already reads any past step; more layers compose memories
@@ -56,7 +56,9 @@ class MemoryConfig:
     dropout: float = 0.0  # dropout makes PPO's ratio noisy and rollout/update outputs differ
     activation: str = "relu"  # cheaper than gelu on CPU
     norm_first: bool = True  # pre-norm: stable without warmup, and the residual stream is the cached input
-    positional: str = "sinusoidal"  # absolute time in the episode: "the first step" is easy to find
+    # "none": the relative bias only, time-invariant like an LSTM; "sinusoidal" adds absolute time in the episode
+    # ("the first step" is easy to find) but swamps low-dimensional observations at times never seen in training
+    positional: str = "none"
     relative_bias: bool = True  # a learned bias per distance: "the previous step" is one bias away
     max_position: int = 1024  # times >= this share the last absolute position
 

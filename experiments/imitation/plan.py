@@ -23,7 +23,8 @@ LEVELS = BABYAI_LEVELS  # the BabyAI paper's levels registered under lab/
 TARGET = PAPER_TARGET  # the paper's success threshold
 READOUTS = recipe.READOUTS
 RL_ALGOS = tuple(RL_NAMES)
-MEMORY_KWARGS = dict(memory_length=64, d_model=64, num_heads=4, num_layers=1, dim_feedforward=128)
+MEMORY_KWARGS = dict(memory_length=64, d_model=64, num_heads=4, num_layers=1, dim_feedforward=128,
+                     positional="sinusoidal")
 
 
 @dataclass

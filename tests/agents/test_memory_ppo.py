@@ -30,14 +30,16 @@ def _tiny(env="lab/CartPoleNoVel-v1", n_envs=2, seed=0, **policy_kwargs):
 
 def test_learns_repeat_first_where_an_8_step_window_provably_cannot():
     """lab/RepeatFirst-v0 (12 steps, 4 symbols): a policy seeing the last 8 observations scores at most 0.75
-    (envs.memory_tasks); with the episode in memory, 15k steps (a few seconds) reach ~1.0."""
+    (envs.memory_tasks); with the episode in memory and absolute time to find its first step (the relative-only
+    default has to learn that from the observations), 15k steps (a few seconds) reach ~1.0."""
     bound = RepeatFirstEnv(num_symbols=4, length=12).window_bound(8)
     assert bound == pytest.approx(0.75)
     env = make_vec_env("lab/RepeatFirst-v0", n_envs=8, seed=0)
     model = MemoryPPO("MlpPolicy", env, n_steps=48, batch_size=96, segment_len=12, n_epochs=4, learning_rate=1e-3,
                       ent_coef=0.01, gamma=0.9, seed=0, device="cpu",
                       policy_kwargs=dict(net_arch=[64], memory_kwargs=dict(memory_length=12, d_model=32,
-                                                                           num_heads=2, dim_feedforward=64)))
+                                                                           num_heads=2, dim_feedforward=64,
+                                                                           positional="sinusoidal")))
     before, _ = evaluate_policy(model, make_vec_env("lab/RepeatFirst-v0", n_envs=4, seed=100), n_eval_episodes=40)
     model.learn(15_000)
     after, _ = evaluate_policy(model, make_vec_env("lab/RepeatFirst-v0", n_envs=4, seed=100), n_eval_episodes=100)
