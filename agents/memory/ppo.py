@@ -1,4 +1,5 @@
-"""MemoryPPO: PPO whose policy attends over the current episode (Transformer-XL-style cached memory).
+"""MemoryPPO: PPO whose policy attends over the current episode's last ``memory_length`` steps (Transformer-XL-style
+cached memory).
 
 Constructed exactly like SB3's ``PPO``::
 
