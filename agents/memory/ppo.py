@@ -38,6 +38,8 @@ positions are the step's time since its episode started (see :mod:`agents.memory
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from typing import Any, ClassVar
 
@@ -110,6 +112,9 @@ class MemoryPPO(PPO):
 
     def _setup_model(self) -> None:
         config = MemoryConfig.from_kwargs(self.policy_kwargs.get("memory_kwargs"))
+        # every memory option explicit in what save() writes: a model loads with the memory it trained with,
+        # whatever MemoryConfig's defaults are by then
+        self.policy_kwargs = {**self.policy_kwargs, "memory_kwargs": dataclasses.asdict(config)}
         self.rollout_buffer_class = (
             MemoryDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else MemoryRolloutBuffer
         )

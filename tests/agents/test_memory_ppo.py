@@ -2,12 +2,15 @@
 VecEnvs, lab extractors and optimizers, early errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs  # noqa: F401  (registers lab/*)
@@ -15,6 +18,7 @@ from agents.extractors import TransformerExtractor
 from agents.memory.policy import MemoryActorCriticPolicy
 from agents.finetune import FinetuneMemoryPolicy
 from agents.memory.ppo import MemoryPPO, default_segment_len
+from agents.memory.transformer import MemoryConfig
 from envs.memory_tasks import RepeatFirstEnv
 from lab.optim import sb3_optimizer
 
@@ -44,6 +48,17 @@ def test_learns_repeat_first_where_an_8_step_window_provably_cannot():
     model.learn(15_000)
     after, _ = evaluate_policy(model, make_vec_env("lab/RepeatFirst-v0", n_envs=4, seed=100), n_eval_episodes=100)
     assert before < 0.6 and after > bound + 0.15, (before, after)
+
+
+def test_a_saved_model_states_every_memory_option_so_new_defaults_cannot_change_it(tmp_path):
+    """Built with the defaults, saved: the zip holds the whole MemoryConfig, so loading rebuilds that memory
+    even after MemoryConfig's defaults change (they did: 64 steps and a sinusoid became 16 steps, relative only)."""
+    model = MemoryPPO("MlpPolicy", make_vec_env("lab/CartPoleNoVel-v1", n_envs=2, seed=0), n_steps=16,
+                      batch_size=32, device="cpu", seed=0)
+    model.save(tmp_path / "default_memory.zip")
+    data, _, _ = load_from_zip_file(tmp_path / "default_memory.zip")
+    assert data["policy_kwargs"]["memory_kwargs"] == dataclasses.asdict(MemoryConfig())
+    assert MemoryConfig(**data["policy_kwargs"]["memory_kwargs"]) == model.policy.memory_config
 
 
 def test_predict_with_state_and_save_load_round_trip(tmp_path):
