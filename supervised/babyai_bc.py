@@ -147,6 +147,15 @@ class BCModelConfig:
                                  dim_feedforward=self.dim_feedforward, dropout=self.dropout,
                                  activation=self.activation)
 
+    def one_token(self, action_history: int) -> bool:
+        """Whether the ``action_history`` previous actions enter as one token."""
+        return self.history_as_one_token and action_history > 0
+
+    def build_encoder(self, action_history: int, max_mission_len: int = DEFAULT_MAX_LEN) -> FusionTransformer:
+        """The FusionTransformer this config describes: BC's encoder, the DT's state encoder, ``encoder.pt``."""
+        modalities = babyai_modalities(max_mission_len, action_history, self.view_stem, self.one_token(action_history))
+        return FusionTransformer(FusionConfig(modalities, self.transformer_config(), self.pooling))
+
 
 @dataclass
 class BCEvalConfig:
@@ -230,9 +239,8 @@ class BCPolicy(nn.Module):
         super().__init__()
         config = config or BCModelConfig()
         self.action_history = action_history
-        self.history_as_one_token = config.history_as_one_token and action_history > 0
-        modalities = babyai_modalities(max_mission_len, action_history, config.view_stem, self.history_as_one_token)
-        self.encoder = FusionTransformer(FusionConfig(modalities, config.transformer_config(), config.pooling))
+        self.history_as_one_token = config.one_token(action_history)
+        self.encoder = config.build_encoder(action_history, max_mission_len)
         self.head = nn.Linear(config.d_model, NUM_ACTIONS)
 
     def forward(self, observations: Mapping[str, Tensor]) -> Tensor:

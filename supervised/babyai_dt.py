@@ -35,12 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from envs.babyai import NUM_ACTIONS
-from envs.babyai_fusion import babyai_fusion_inputs, babyai_modalities
+from envs.babyai_fusion import babyai_fusion_inputs
 from envs.evaluation import EVAL_SEED, RolloutResult, StatefulAct, choose_actions
 from envs.tokenizer import DEFAULT_MAX_LEN, PAD_ID
 from envs.trajectories import DemoSet
 from lab.decision_transformer import DecisionTransformer, DecisionTransformerConfig
-from lab.fusion import FusionConfig, FusionTransformer
+from lab.fusion import FusionTransformer
 from lab.io import atomic_torch_save
 from lab.layers import TransformerConfig
 from lab.runtime import count_parameters
@@ -166,12 +166,10 @@ class BabyAIDecisionTransformer(nn.Module):
         super().__init__()
         config = config or DTModelConfig()
         self.action_history = action_history
-        encoder = config.encoder  # built as BCPolicy builds it, so that encoder.pt loads where BC's does
-        one_token = encoder.history_as_one_token and action_history > 0
-        modalities = babyai_modalities(max_mission_len, action_history, encoder.view_stem, one_token)
-        fusion = FusionTransformer(FusionConfig(modalities, encoder.transformer_config(), encoder.pooling))
+        encoder = config.encoder  # BCPolicy's encoder, so that encoder.pt loads where BC's does
+        fusion = encoder.build_encoder(action_history, max_mission_len)
         self.dt = DecisionTransformer(config.dt_config(state_dim=encoder.d_model),
-                                      FusionStateEncoder(fusion, action_history, one_token))
+                                      FusionStateEncoder(fusion, action_history, encoder.one_token(action_history)))
         self.register_buffer("best_return", torch.tensor(1.0))
 
     @property
