@@ -33,16 +33,20 @@ def budget_note(results: dict[str, Any], body: str, quick: str) -> str:
     return note + (f" {quick}" if results["mode"] == "quick" else "")
 
 
+NO_LEARNING = "At this budget it shows no learning; that says nothing about where it ends."
+
+
 def learning_sentence(label: str, start: dict[str, Any], final: dict[str, Any], change: dict[str, Any],
-                      start_name: str = "untrained") -> str:
-    """Why a variant is flagged: it did not improve beyond its interval (or has one seed only)."""
+                      start_name: str = "untrained", reading: str = NO_LEARNING) -> str:
+    """Why a variant is flagged: it did not improve beyond its interval (or has one seed only); ``reading``: what
+    that means, where the analysis knows better than "a budget limit"."""
     interval = (f"{change['fmt'].format(change['mean'])} [{change['fmt'].format(change['ci_low'])}, "
                 f"{change['fmt'].format(change['ci_high'])}]")
     if change.get("improved") is None:
         return (f"{label}: {value(final)} after training vs {value(start)} {start_name}, one seed only, so there "
                 "is no interval to tell learning from evaluation noise.")
     return (f"{label} did not improve beyond its interval: {value(start)} {start_name}, {value(final)} at the "
-            f"end, change {interval}. At this budget it shows no learning; that says nothing about where it ends.")
+            f"end, change {interval}. {reading}")
 
 
 def closing_lines(plot_paths: Sequence[str], limits: Sequence[str]) -> list[str]:

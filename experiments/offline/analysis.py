@@ -8,7 +8,7 @@ from typing import Any
 
 from experiments.curves import first_crossing
 from experiments.offline.variants import METHODS, datasets, method_variant
-from experiments.report import budget_note, closing_lines, join, learning_sentence
+from experiments.report import NO_LEARNING, budget_note, closing_lines, join, learning_sentence
 from experiments.runs.baselines import UNTRAINED_BC
 from experiments.summary import (
     COUNT, RATE, UNTRAINED, cost_rows, find, learning_rows, markdown_table, not_improved, rows_of, summary_row, value,
@@ -18,6 +18,7 @@ METRIC = "success rate"
 HEADLINE = ("final success rate",)
 ASKED = "return achieved, asking for {:.0%} of the best return in the data"
 PPO_COST = "PPO training episodes to the same success (online)"
+DATA_SUCCESS = "success rate of the logged episodes"
 
 
 def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[str, Any]]:
@@ -28,7 +29,7 @@ def summarize(runs: list[dict[str, Any]], budget: dict[str, Any]) -> list[dict[s
     for mixture in datasets(budget):
         if mixture in data:
             d = data[mixture]
-            rows.append(summary_row(mixture, "success rate of the logged episodes", "data", [d["success_rate"]],
+            rows.append(summary_row(mixture, DATA_SUCCESS, "data", [d["success_rate"]],
                                     bounds=RATE))
             rows.append(summary_row(mixture, "mean return of the logged episodes", "data", [d["mean_return"]],
                                     bounds=RATE))
@@ -119,11 +120,11 @@ def takeaway(results: dict[str, Any]) -> str:
     sentences = []
     for mixture in datasets(budget):
         finals = {m: find(summary, f"final {METRIC}", method_variant(m, mixture)) for m in METHODS}
-        data = find(summary, "success rate of the logged episodes", "data")
+        data = data_success(summary, mixture)
         said = [f"{m.upper() if m != 'pbc' else '%BC'} {value(r)}" for m, r in finals.items() if r]
         if said:
             sentences.append(f"On the {mixture} data ({value(data)} of its episodes succeed)"
-                             if data and data["section"] == mixture else f"On the {mixture} data")
+                             if data else f"On the {mixture} data")
             sentences[-1] += f" the success rate is {join(said)}."
     noisiest = budget["mixtures"][-1]
     ppo_cost = find(summary, PPO_COST, method_variant("dt", noisiest))
@@ -134,13 +135,23 @@ def takeaway(results: dict[str, Any]) -> str:
     return " ".join(sentences) or "No run finished."
 
 
+def data_success(summary: list[dict[str, Any]], mixture: str) -> dict[str, Any] | None:
+    """The success rate of the ``mixture`` dataset's logged episodes (its row), or None."""
+    return next((r for r in summary if r["quantity"] == DATA_SUCCESS and r["section"] == mixture), None)
+
+
 def limits(results: dict[str, Any]) -> list[str]:
     summary, budget = results["summary"], results["budget"]
     out = []
     for change in not_improved(summary):
         v = change["variant"]
+        data = data_success(summary, change["section"])
+        reading = NO_LEARNING
+        if v == method_variant("bc", change["section"]) and data:  # BC ends near its data's success at any budget
+            reading = (f"It copies every logged action, and {value(data)} of the logged episodes succeed: near that "
+                       "is where cloning them ends, whatever the budget.")
         out.append(learning_sentence(v, find(summary, f"{UNTRAINED} {METRIC}", v), find(summary, f"final {METRIC}", v),
-                                     change))
+                                     change, reading=reading))
     for mixture in datasets(budget):
         v = method_variant("dt", mixture)
         reach = find(summary, f"final {METRIC}", v)
