@@ -134,6 +134,21 @@ class MemoryPPO(PPO):
         buffer = self.rollout_buffer
         self._memory_prefix = (buffer.prefix.clone(), buffer.prefix_valid.clone())
 
+    def set_parameters(self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True,
+                       device: torch.device | str = "auto") -> None:
+        try:
+            super().set_parameters(load_path_or_dict, exact_match, device)
+        except RuntimeError as error:
+            if "memory." not in str(error):
+                raise
+            raise RuntimeError(
+                f"{error}\n\nThe saved memory is not the one policy_kwargs['memory_kwargs'] builds "
+                f"({self.policy_kwargs['memory_kwargs']}). A zip saved before MemoryPPO recorded its memory options "
+                "has empty memory_kwargs and was trained with the defaults of then, memory_length=64 and "
+                "positional='sinusoidal': load it with MemoryPPO.load(path, custom_objects={'policy_kwargs': "
+                "{**its_policy_kwargs, 'memory_kwargs': {'memory_length': 64, 'positional': 'sinusoidal'}}})."
+            ) from error
+
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_memory_state", "_memory_prefix"]
 

@@ -10,7 +10,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.save_util import load_from_zip_file, save_to_zip_file
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs  # noqa: F401  (registers lab/*)
@@ -59,6 +59,25 @@ def test_a_saved_model_states_every_memory_option_so_new_defaults_cannot_change_
     data, _, _ = load_from_zip_file(tmp_path / "default_memory.zip")
     assert data["policy_kwargs"]["memory_kwargs"] == dataclasses.asdict(MemoryConfig())
     assert MemoryConfig(**data["policy_kwargs"]["memory_kwargs"]) == model.policy.memory_config
+
+
+def test_a_zip_saved_before_memory_options_were_recorded_is_refused_with_the_way_to_load_it(tmp_path):
+    """Such a zip has empty memory_kwargs and a memory of the old defaults (64 steps, a sinusoid): loading builds
+    today's 16-step memory, and the size mismatch says how to load it; done that way, it loads."""
+    old_defaults = dict(memory_length=64, positional="sinusoidal")
+    model = MemoryPPO("MlpPolicy", make_vec_env("lab/CartPoleNoVel-v1", n_envs=2, seed=0), n_steps=16,
+                      batch_size=32, device="cpu", seed=0, policy_kwargs=dict(memory_kwargs=old_defaults))
+    model.save(tmp_path / "new.zip")
+    data, params, variables = load_from_zip_file(tmp_path / "new.zip")
+    data["policy_kwargs"]["memory_kwargs"] = {}  # as saved before the options were recorded
+    save_to_zip_file(tmp_path / "old.zip", data=data, params=params, pytorch_variables=variables)
+    with pytest.raises(RuntimeError, match=r"(?s)size mismatch for memory\..*custom_objects"):
+        MemoryPPO.load(tmp_path / "old.zip", device="cpu")
+    custom = {"policy_kwargs": {**data["policy_kwargs"], "memory_kwargs": old_defaults}}
+    loaded = MemoryPPO.load(tmp_path / "old.zip", device="cpu", custom_objects=custom)
+    assert loaded.policy.memory_config == model.policy.memory_config
+    for name, tensor in model.policy.state_dict().items():
+        torch.testing.assert_close(loaded.policy.state_dict()[name], tensor, rtol=0, atol=0)
 
 
 def test_predict_with_state_and_save_load_round_trip(tmp_path):
