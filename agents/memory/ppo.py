@@ -139,8 +139,8 @@ class MemoryPPO(PPO):
         try:
             super().set_parameters(load_path_or_dict, exact_match, device)
         except RuntimeError as error:
-            if "memory." not in str(error):
-                raise
+            if "loading state_dict" not in str(error) or "memory." not in str(error):
+                raise  # not a memory that fails to load (e.g. CUDA out of memory)
             raise RuntimeError(
                 f"{error}\n\nThe saved memory is not the one policy_kwargs['memory_kwargs'] builds "
                 f"({self.policy_kwargs['memory_kwargs']}). A zip saved before MemoryPPO recorded its memory options "
