@@ -171,8 +171,10 @@ _PRESETS += [
 ]
 # MiniGrid's Memory levels as CleanRL's ppo_trxl sets them (a 3x3 view, 96 steps per episode: the object seen in
 # the start room must be remembered down the hallway), through the fusion encoder on the symbolic view (an 84x84
-# RGB CNN per step is beyond 2 CPU cores). The mission never changes: 12 token slots hold it.
-_MINIGRID_MEMORY_ENV = dict(agent_view_size=3, max_steps=96, max_len=12)
+# RGB CNN per step is beyond 2 CPU cores). The mission never changes: 12 token slots hold it. 96 steps is a time
+# limit over the level's own max_steps (5 x size^2), as ppo_trxl's TimeLimit: the success reward
+# 1 - 0.9 x steps / max_steps keeps the level's scale (max_steps=96 would make each step cost 4x more).
+_MINIGRID_MEMORY_ENV = dict(agent_view_size=3, max_episode_steps=96, max_len=12)
 _MINIGRID_MEMORY_PPO = dict(n_steps=128, batch_size=512, n_epochs=3, gamma=0.99, gae_lambda=0.95, ent_coef=0.001,
                             vf_coef=0.5, clip_range=0.2, max_grad_norm=0.5)  # ppo_trxl's S9: 3 epochs, 8 batches
 _MINIGRID_MEMORY_COMMON = dict(

@@ -15,6 +15,7 @@ from agents.factory import make_agent
 from agents.finetune import FinetuneConfig
 from agents.presets import PRESETS, get_preset, presets_for
 from agents.train import agent_config, main, parse_args
+from envs.make import make_env
 from lab import tags
 from lab.layers import TransformerConfig
 
@@ -42,6 +43,21 @@ def test_every_preset_builds_as_written_and_learns_512_steps(name, track):
     changed = tracker.changed()
     assert sum(changed.values()) > len(changed) // 2, "the preset's extractor should train"
     model.get_env().close()
+
+
+@pytest.mark.parametrize("name", ["minigrid-memorys9-memory", "minigrid-memorys9-lstm"])
+def test_the_minigrid_memory_presets_cut_episodes_at_96_steps_with_the_levels_own_reward_scale(name):
+    """As ppo_trxl: a 96-step time limit over the level's max_steps (405 on S9), which sets the success reward
+    1 - 0.9 x steps / max_steps; max_steps=96 would make every step cost 4x more."""
+    preset = get_preset(name)
+    env = make_env(preset.env_id, **preset.env_kwargs)
+    env.reset(seed=0)
+    assert env.unwrapped.max_steps == 5 * 9 ** 2
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, _ = env.step(0)  # turning left forever: never reaches an end
+        steps += 1
+    assert (steps, truncated) == (96, True)
 
 
 def test_preset_values_fill_only_what_was_not_given_and_dicts_merge_key_by_key():
