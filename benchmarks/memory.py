@@ -76,6 +76,9 @@ def _popgym(method: str, level: str, memory_length: int, timesteps: int) -> Agen
     return base.merged(**over)
 
 
+MINIGRID_TASKS = ("minigrid_memory_s7", "minigrid_memory_s9")
+
+
 def _minigrid_s7(method: str) -> AgentConfig:
     return PRESETS[f"minigrid-memorys9-{method}"].merged(env_id="MiniGrid-MemoryS7-v0", timesteps=1_024_000,
                                                          eval_freq=64_000, name=f"minigrid-memorys7-{method}")
@@ -101,12 +104,12 @@ RECIPES: dict[tuple[str, str], AgentConfig] = {
 }
 TASK_METHODS: dict[str, tuple[str, ...]] = {
     "cartpole": ("memory", "memory-small", "lstm"), "repeat_first": ("memory", "lstm", "window"),
-    **{task: ("memory", "lstm") for task in (*_POPGYM_TASKS, "minigrid_memory_s7", "minigrid_memory_s9",
-                                             "contrib_performance")},
+    **{task: ("memory", "lstm") for task in (*_POPGYM_TASKS, *MINIGRID_TASKS, "contrib_performance")},
 }
-GROUPS = {"popgym": tuple(_POPGYM_TASKS), "minigrid": ("minigrid_memory_s7", "minigrid_memory_s9")}
-TARGETS = {"cartpole": CARTPOLE_MAX, "contrib_performance": THRESHOLD, "minigrid_memory_s7": SOLVED,
-           "minigrid_memory_s9": SOLVED}  # a line on the plots; POPGym's best return is 1.0
+GROUPS = {"popgym": tuple(_POPGYM_TASKS), "minigrid": MINIGRID_TASKS}
+TARGETS = {"cartpole": CARTPOLE_MAX, "contrib_performance": THRESHOLD,
+           **{task: SOLVED for task in MINIGRID_TASKS}}  # a line on the plots; POPGym's best return is 1.0
+CHANCE = {task: 0.5 for task in MINIGRID_TASKS}  # walk to the end, turn either way: one of the two objects matches
 
 
 # ------------------------------------------------------------------------------------------------------- runs
@@ -234,7 +237,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
             seen.add(row["method"])
             ax.plot([p["step"] for p in curve], [p[key] for p in curve], color=colors[row["method"]], alpha=0.8,
                     label=label)
-        ax.axhline(TARGETS.get(task, 1.0), color="grey", lw=0.8, ls=":")
+        target = TARGETS.get(task, 1.0)
+        name = "solved" if task in MINIGRID_TASKS else "target"
+        ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"{name}: {target:g}")
+        if task in CHANCE:
+            ax.axhline(CHANCE[task], color="grey", lw=0.8, ls="--", label=f"chance (guessing an end): {CHANCE[task]:g}")
         ax.set(xlabel="environment steps", ylabel=f"eval {key.replace('_', ' ')}",
                title=f"{task} (one line per seed)")
         ax.legend(fontsize=8)
