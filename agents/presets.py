@@ -175,8 +175,9 @@ _PRESETS += [
 # limit over the level's own max_steps (5 x size^2), as ppo_trxl's TimeLimit: the success reward
 # 1 - 0.9 x steps / max_steps keeps the level's scale (max_steps=96 would make each step cost 4x more).
 _MINIGRID_MEMORY_ENV = dict(agent_view_size=3, max_episode_steps=96, max_len=12)
+# ppo_trxl's S9: 3 epochs over minibatches of 512 steps (its rollouts are 16 x 256 steps; ours 16 x 128)
 _MINIGRID_MEMORY_PPO = dict(n_steps=128, batch_size=512, n_epochs=3, gamma=0.99, gae_lambda=0.95, ent_coef=0.001,
-                            vf_coef=0.5, clip_range=0.2, max_grad_norm=0.5)  # ppo_trxl's S9: 3 epochs of 512-step batches (of 16 x 256)
+                            vf_coef=0.5, clip_range=0.2, max_grad_norm=0.5)
 _MINIGRID_MEMORY_COMMON = dict(
     env_id="MiniGrid-MemoryS9-v0", encoder="fusion", n_envs=16, lr="lin_3e-4", env_kwargs=_MINIGRID_MEMORY_ENV,
     algo_kwargs=_MINIGRID_MEMORY_PPO, encoder_kwargs=dict(_SMALL_TRANSFORMER, activation="relu", pooling="flat"),
