@@ -22,10 +22,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
 
+from agents.evaluation import sb3_actor
 from agents.factory import ALGORITHMS
 from agents.run import MODEL_FILE
-from envs.evaluation import EVAL_SEED
+from envs.evaluation import EVAL_SEED, Act, StatefulAct, stack
 from envs.make import make_env
 
 UP, DOWN = 3, 1  # minigrid's agent_dir values facing the two end objects from the junction
@@ -71,26 +73,30 @@ def summarise(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def model_chooser(model: Any, greedy: bool) -> Choose:
-    """``choose`` for an SB3 model with or without memory (``predict``'s state is carried, reset at each start)."""
-    state: list[Any] = [None]
-
+def chooser(act: Act | StatefulAct) -> Choose:
+    """``choose`` for one env from the evaluation protocol's actor (a stateful one starts each episode empty)."""
     def choose(obs: Any, episode_start: bool) -> int:
-        batch = {k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
-        action, state[0] = model.predict(batch, state=state[0], episode_start=np.array([episode_start]),
-                                         deterministic=greedy)
-        return int(action[0])
+        if not isinstance(act, StatefulAct):
+            return int(act(stack([obs]))[0])
+        if episode_start:
+            act.reset(1)
+        return int(act(stack([obs]), np.array([episode_start]))[0])
 
     return choose
 
 
-def behaviour(run_dir: Path, episodes: int, greedy: bool, seed: int = EVAL_SEED) -> dict[str, Any]:
-    """:func:`summarise` of ``episodes`` fresh episodes of the run's final model (seeds ``seed``, ``seed + 1``, ...)."""
+def load_run(run_dir: Path) -> tuple[BaseAlgorithm, gym.Env]:
+    """A saved run's final model and its level."""
     config = json.loads((run_dir / "config.json").read_text())["config"]
     model = ALGORITHMS[config["algo"]].load(run_dir / MODEL_FILE, device="cpu")
-    env = make_env(config["env_id"], **config["env_kwargs"])
-    torch.manual_seed(seed)  # sampled actions: reproducible
-    choose = model_chooser(model, greedy)
+    return model, make_env(config["env_id"], **config["env_kwargs"])
+
+
+def behaviour(model: BaseAlgorithm, env: gym.Env, episodes: int, greedy: bool,
+              seed: int = EVAL_SEED) -> dict[str, Any]:
+    """:func:`summarise` of ``episodes`` fresh episodes of ``model`` (seeds ``seed``, ``seed + 1``, ...; sampled
+    actions from the evaluation protocol's own random stream, seeded ``seed``)."""
+    choose = chooser(sb3_actor(model, greedy=greedy, seed=seed))
     return summarise([play_episode(env, choose, seed + i) for i in range(episodes)])
 
 
@@ -98,8 +104,9 @@ def format_summary(name: str, s: dict[str, Any]) -> str:
     starts = ", ".join(f"x={x}: {v['success']:.2f} ({v['episodes']})" for x, v in s["by_start_x"].items())
     when_seen = "n/a" if s["success_when_seen"] is None else f"{s['success_when_seen']:.3f}"
     return (f"{name}: success {s['success']:.3f} on {s['episodes']} episodes; saw the start object "
-            f"{s['saw_start_object']:.3f} (success then {when_seen}); faced both end objects {s['faced_both_ends']:.3f}; "
-            f"mean length {s['mean_steps']:.1f} steps\n  success by start x (episodes): {starts}")
+            f"{s['saw_start_object']:.3f} (success then {when_seen}); "
+            f"faced both end objects {s['faced_both_ends']:.3f}; mean length {s['mean_steps']:.1f} steps\n"
+            f"  success by start x (episodes): {starts}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -116,10 +123,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = {}
     for run_dir in args.run_dirs:
+        model, env = load_run(run_dir)
         for greedy in (False, True):
             name = f"{run_dir} ({'greedy' if greedy else 'sampled'})"
-            out[name] = behaviour(run_dir, args.episodes, greedy)
+            out[name] = behaviour(model, env, args.episodes, greedy)
             print(format_summary(name, out[name]), flush=True)
+        env.close()
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))
     return out

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from agents.config import AgentConfig
 from agents.run import AgentRun, RunOptions
-from benchmarks.minigrid_memory_behaviour import DOWN, UP, main, play_episode, summarise
+from benchmarks.minigrid_memory_behaviour import DOWN, UP, behaviour, load_run, main, play_episode, summarise
 from envs.make import make_env
 
 LEFT, RIGHT, FORWARD = 0, 1, 2  # minigrid's turn left / turn right / forward
@@ -89,6 +90,11 @@ def test_the_command_reads_a_saved_runs_model(tmp_path, capsys):
     assert len(out) == 2 and all(s["episodes"] == 4 for s in out.values())
     assert json.loads((tmp_path / "b.json").read_text()).keys() == out.keys()
     assert "faced both end objects" in capsys.readouterr().out
+    # sampled readings come from the evaluation protocol's own random stream: repeatable, the global one untouched
+    model, env = load_run(tmp_path / "run")
+    global_state = torch.get_rng_state()
+    assert behaviour(model, env, 4, greedy=False) == behaviour(model, env, 4, greedy=False)
+    assert torch.equal(torch.get_rng_state(), global_state)
 
 
 def test_a_directory_without_a_finished_run_is_refused_before_any_work(tmp_path):
