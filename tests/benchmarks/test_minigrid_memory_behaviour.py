@@ -79,12 +79,14 @@ def test_a_policy_that_looks_back_and_compares_solves_every_episode():
     assert 0.2 < s["faced_both_ends"] < 0.8  # it turns down when the object up is the other one: about half
 
 
-def test_the_command_reads_a_saved_runs_model(tmp_path, capsys):
-    config = AgentConfig(env_id="MiniGrid-MemoryS9-v0", algo="memory-ppo", encoder="fusion", n_envs=2,
+@pytest.mark.parametrize("algo", ["memory-ppo", "ppo"])  # an actor with memory, and one without
+def test_the_command_reads_a_saved_runs_model(tmp_path, capsys, algo):
+    memory = dict(memory_kwargs=dict(d_model=16, num_heads=2, dim_feedforward=32)) if algo == "memory-ppo" else {}
+    config = AgentConfig(env_id="MiniGrid-MemoryS9-v0", algo=algo, encoder="fusion", n_envs=2,
                          env_kwargs=ENV_KWARGS, timesteps=64, eval_freq=64, eval_episodes=2,
                          algo_kwargs=dict(n_steps=32, batch_size=32, n_epochs=1),
                          encoder_kwargs=dict(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32),
-                         policy_kwargs=dict(memory_kwargs=dict(d_model=16, num_heads=2, dim_feedforward=32)))
+                         policy_kwargs=memory)
     AgentRun(config, tmp_path / "run", RunOptions(seed=0, device="cpu")).run()
     out = main([str(tmp_path / "run"), "--episodes", "4", "--out", str(tmp_path / "b.json")])
     assert len(out) == 2 and all(s["episodes"] == 4 for s in out.values())
