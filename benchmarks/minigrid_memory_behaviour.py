@@ -25,8 +25,8 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.evaluation import sb3_actor
-from agents.factory import ALGORITHMS
-from agents.run import MODEL_FILE
+from agents.factory import load_agent
+from agents.run import CONFIG_FILE, MODEL_FILE
 from envs.evaluation import EVAL_SEED, Act, StatefulAct, stack
 from envs.make import make_env
 
@@ -86,9 +86,10 @@ def chooser(act: Act | StatefulAct) -> Choose:
 
 
 def load_run(run_dir: Path) -> tuple[BaseAlgorithm, gym.Env]:
-    """A saved run's final model and its level."""
-    config = json.loads((run_dir / "config.json").read_text())["config"]
-    model = ALGORITHMS[config["algo"]].load(run_dir / MODEL_FILE, device="cpu")
+    """A saved run's final model (with its VecNormalize statistics, if saved with them) and its level."""
+    config = json.loads((run_dir / CONFIG_FILE).read_text())["config"]
+    model = load_agent(config["algo"], run_dir / MODEL_FILE, config["env_id"], env_kwargs=config["env_kwargs"],
+                       device="cpu")
     return model, make_env(config["env_id"], **config["env_kwargs"])
 
 
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.episodes < 1:
         parser.error("--episodes must be at least 1")
     for run_dir in args.run_dirs:
-        if not (run_dir / MODEL_FILE).exists() or not (run_dir / "config.json").exists():
-            parser.error(f"{run_dir}: not a finished run (needs config.json and {MODEL_FILE})")
+        if not (run_dir / MODEL_FILE).exists() or not (run_dir / CONFIG_FILE).exists():
+            parser.error(f"{run_dir}: not a finished run (needs {CONFIG_FILE} and {MODEL_FILE})")
     torch.set_num_threads(1)
     out = {}
     for run_dir in args.run_dirs:
