@@ -10,15 +10,18 @@ from typing import Any
 from experiments.engine.display import Display
 from experiments.engine.jobs import Job, execute, ready
 from experiments.engine.markers import clear, finish
-from experiments.engine.signals import Interrupted
+from experiments.engine.signals import Interrupted, Signals
 from lab.portable import kernel_set
 
 
-def run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display: Display) -> dict[str, Any]:
-    """Run the jobs not in ``records`` here, dependencies first, filling ``records`` / ``errors``; where they ran."""
+def run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display: Display,
+               signals: Signals) -> dict[str, Any]:
+    """Run the jobs not in ``records`` here, dependencies first, filling ``records`` / ``errors``; where they ran.
+    A signal whose raise was lost inside a job stops the engine when that job ends (``signals.check``)."""
     resources = _resources()
     pending = [j for j in jobs if j.id not in records]
     while pending:
+        signals.check()
         job = next((j for j in pending if ready(j, records, errors) is not False), None)
         if job is None:  # unreachable for a dependency-ordered list; guards against cycles
             raise ValueError(f"jobs {[j.id for j in pending]} wait on each other (a dependency cycle)")
@@ -44,6 +47,7 @@ def run_inline(jobs: list[Job], out: Path, records: dict, errors: dict, display:
                           "kernels": kernel_set()}
         records[job.id] = finish(job, record, out)
         display.finished(job, ok=True)
+    signals.check()
     return {"engine": "this process", "nodes": 1, "cpus": 1, "gpus": resources.get("GPU", 0)}
 
 

@@ -44,7 +44,7 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike, workers: int = 2, 
     try:
         with Signals(raise_at_once=inline) as signals:
             if inline:
-                engine = run_inline(jobs, out, records, errors, display)
+                engine = run_inline(jobs, out, records, errors, display, signals)
             else:
                 from experiments.engine.ray_runner import run_on_ray  # Ray is imported only when it is used
 

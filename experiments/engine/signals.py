@@ -24,8 +24,10 @@ class Interrupted(KeyboardInterrupt):
 
 class Signals:
     """SIGINT / SIGTERM while the engine runs: the signal number is appended to ``caught`` (the Ray loop
-    polls it: an exception raised inside Ray's C++ calls is mangled) or, in-process, :class:`Interrupted` is
-    raised at once. :meth:`install` again after ``ray.init``, which sets a SIGTERM handler of its own."""
+    polls it: an exception raised inside Ray's C++ calls is mangled) and, in-process, :class:`Interrupted` is
+    also raised at once. An exception raised from a handler can still be lost in a C extension (seen in torch,
+    during A2C's update: the job then ran on to its end), so the in-process engine checks ``caught`` between
+    jobs too (:meth:`check`). :meth:`install` again after ``ray.init``, which sets a SIGTERM handler of its own."""
 
     def __init__(self, raise_at_once: bool) -> None:
         self.caught: list[int] = []
@@ -36,6 +38,11 @@ class Signals:
         self.caught.append(signum)
         if self.raise_at_once:
             raise Interrupted(signum, 0, 0)
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if a signal was caught (its raise at once may have been lost)."""
+        if self.caught:
+            raise Interrupted(self.caught[0], 0, 0)
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():  # signal.signal works there only
