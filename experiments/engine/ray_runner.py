@@ -39,7 +39,7 @@ from experiments.engine.connect import CONNECT_TIMEOUT_S, ray_session
 from experiments.engine.display import Display
 from experiments.engine.jobs import Job, execute, ready
 from experiments.engine.markers import clear, finish
-from experiments.engine.signals import Interrupted, Signals
+from experiments.engine.signals import Signals
 from lab.portable import kernel_set
 
 RETRIES = 2  # a job whose worker died starts again at most this often (from its checkpoint when resumable)
@@ -189,15 +189,11 @@ def run_on_ray(jobs: list[Job], out: Path, workers: int, address: str | None, re
     """:func:`experiments.engine.run_jobs` on Ray: submit each job once its dependencies finished, collect
     records (unpacking archives from other nodes), feed the display; on a caught signal cancel everything."""
     with ray_session(address, workers, signals, connect_timeout):
-        return _schedule(jobs, out, address, records, errors, display, signals.caught)
+        return _schedule(jobs, out, address, records, errors, display, signals)
 
 
 def _schedule(jobs: list[Job], out: Path, address: str | None, records: dict[str, Any], errors: dict[str, str],
-              display: Display, caught: list[int]) -> dict[str, Any]:
-    def stop_if(caught: list[int]) -> None:
-        if caught:
-            raise Interrupted(caught[0], len(records), len(jobs))
-
+              display: Display, signals: Signals) -> dict[str, Any]:
     running: dict[Any, tuple[Job, Any, dict[str, Any]]] = {}  # record ref -> (job, archive ref, task options)
     try:
         driver, gpus, nodes = driver_node_id(), cluster_gpus(), live_nodes()
@@ -209,7 +205,7 @@ def _schedule(jobs: list[Job], out: Path, address: str | None, records: dict[str
         nodes_checked = time.monotonic()
         pending = [job for job in jobs if job.id not in records]
         while pending or running:
-            stop_if(caught)
+            signals.check()
             for job in list(pending):
                 state = ready(job, records, errors)
                 if state is None:
@@ -234,7 +230,7 @@ def _schedule(jobs: list[Job], out: Path, address: str | None, records: dict[str
                     raise ValueError(f"jobs {[j.id for j in pending]} wait on each other (a dependency cycle)")
                 break
             done, _ = ray.wait(list(running), num_returns=len(running), timeout=_POLL_S)
-            stop_if(caught)  # before results: a signal to the process group also kills Ray's services
+            signals.check()  # before results: a signal to the process group also kills Ray's services
             progress.show(display, by_id)
             if time.monotonic() - nodes_checked > _NODES_CHECK_S:
                 nodes_checked = time.monotonic()
@@ -260,7 +256,7 @@ def _schedule(jobs: list[Job], out: Path, address: str | None, records: dict[str
                 records[job.id] = record  # its marker came with it (written by run_task)
                 display.finished(job, ok=True)
             display.refresh()
-        stop_if(caught)
+        signals.check()
         return engine
     finally:
         for ref in running:

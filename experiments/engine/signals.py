@@ -23,11 +23,11 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Signals:
-    """SIGINT / SIGTERM while the engine runs: the signal number is appended to ``caught`` (the Ray loop
-    polls it: an exception raised inside Ray's C++ calls is mangled) and, in-process, :class:`Interrupted` is
-    also raised at once. An exception raised from a handler can still be lost in a C extension (seen in torch,
-    during A2C's update: the job then ran on to its end), so the in-process engine checks ``caught`` between
-    jobs too (:meth:`check`). :meth:`install` again after ``ray.init``, which sets a SIGTERM handler of its own."""
+    """SIGINT / SIGTERM while the engine runs: the signal number is appended to ``caught``, which both engines
+    poll with :meth:`check` (the Ray loop only: an exception raised inside Ray's C++ calls is mangled). In-process,
+    :class:`Interrupted` is also raised at once; that exception can still be lost in a C extension (seen in torch,
+    during A2C's update: the job then ran on to its end), so that engine checks between jobs too. :meth:`install`
+    again after ``ray.init``, which sets a SIGTERM handler of its own."""
 
     def __init__(self, raise_at_once: bool) -> None:
         self.caught: list[int] = []
