@@ -5,6 +5,7 @@ step counts); the smoke, report and TensorBoard tests all read its output.
 """
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,13 @@ def flagship_run(tmp_path_factory) -> Path:
                  *TINY_DIGITS, *TINY_IMITATION])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def signal_handlers_restored():
+    """For a fixture that starts Ray's ``cluster_utils.Cluster``: its head node runs in this process and sets a
+    SIGTERM handler of its own (which exits); the SIGINT / SIGTERM handlers found are put back after the module."""
+    found = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in found.items():
+        signal.signal(signum, handler)

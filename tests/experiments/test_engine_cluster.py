@@ -56,7 +56,7 @@ def count(run_dir: Path, report: Any, deps: dict[str, dict[str, Any]], *, value:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(signal_handlers_restored):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # The head declares one GPU (Ray schedules by declared resources; no device is touched here).
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "resources": {"head": 1},

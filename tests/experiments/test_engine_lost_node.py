@@ -68,7 +68,7 @@ def out(tmp_path):
 
 
 @pytest.fixture
-def cluster():
+def cluster(signal_handlers_restored):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                             "node_ip_address": "127.0.0.1"})
