@@ -9,11 +9,14 @@ first reached there is not counted (reports say so).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
-READ_RULE = ("the first evaluation at or above the threshold whose next evaluation (other episodes) is at or "
-             "above it too; a threshold first reached at the last evaluation is not counted")
+READ_RULE = ("the first evaluation at or above the threshold whose next evaluation is at or above it too (RL "
+             "evaluations play other, fresh episodes each time; along a grid of demonstration counts the next count "
+             "is the next evaluation); a threshold first reached at the last evaluation is not counted")
+THRESHOLD_QUANTITY = re.compile(r" to (\d+%|the target)")  # a summary quantity read with the rule above
 
 
 def first_crossing(curve: Sequence[dict[str, Any]], x_key: str, y_key: str, threshold: float) -> float | None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.curves import READ_RULE, THRESHOLD_QUANTITY
 from experiments.results import RESULTS_JSON
 from experiments.spec import Experiment
 from experiments.stats import INTERVAL_METHOD, IQM_MIN_VALUES
@@ -72,7 +73,8 @@ def report_text(results: dict[str, Any], experiment: Experiment, plot_paths: lis
         "the interquartile mean (IQM). `(k/n seeds)` means only k seeds reached the value (e.g. a threshold) "
         "and the estimate is over those; `(all seeds)` marks a value identical for every seed. Step 0 is the "
         "untrained model; a variant whose change from it is not above 0 beyond its interval is flagged. "
-        "Published numbers are in their own column and were not measured here.",
+        + threshold_sentence(results["summary"])
+        + "Published numbers are in their own column and were not measured here.",
         "",
         f"- command: `{' '.join(results['command'])}`",
         f"- seeds: {', '.join(map(str, results['seeds']))}; started {results['started']}, finished "
@@ -95,6 +97,13 @@ def report_text(results: dict[str, Any], experiment: Experiment, plot_paths: lis
         header += [f"- `{job}`: {error.strip().splitlines()[-1]}" for job, error in results["errors"].items()]
     body = experiment.analysis.report(results, plot_paths) if results["runs"] else "No run finished."
     return "\n".join(header) + "\n\n" + body + "\n"
+
+
+def threshold_sentence(summary: list[dict[str, Any]]) -> str:
+    """How a count "to X%" is read, for a report that has one (``experiments.curves``)."""
+    if not any(THRESHOLD_QUANTITY.search(row["quantity"]) for row in summary):
+        return ""
+    return f"A count \"to\" a threshold is read at {READ_RULE}. "
 
 
 def kernels_sentence(machine: dict[str, Any]) -> str:

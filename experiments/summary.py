@@ -167,6 +167,13 @@ def value(row: dict[str, Any], unit: bool = True, seeds: bool = True) -> str:
     return text + (f" ({row['n']}/{row['n_total']} seeds)" if seeds and row["n"] < row["n_total"] else "")
 
 
+def highest(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The row with the highest mean, and the other rows whose interval overlaps its own: the variants these seeds
+    do not tell apart from it (a takeaway names no "best" among them)."""
+    top = max(rows, key=lambda r: r["mean"])
+    return top, [r for r in rows if r is not top and r["ci_high"] >= top["ci_low"]]
+
+
 def ratio_row(quantity: str, variant: str, numerator: dict[str, Any] | None, denominator: dict[str, Any] | None,
               fmt: str = "{:.1f}") -> list[dict[str, Any]]:
     """``[row]`` holding numerator mean / denominator mean (section ``ratio``, what the takeaway quotes), or

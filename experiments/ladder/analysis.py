@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.babyai import PAPER_99
-from experiments.curves import READ_RULE, first_crossing, first_read
+from experiments.curves import first_crossing, first_read
 from experiments.report import budget_note, closing_lines, join, learning_sentence
 from experiments.summary import (
     COUNT, RATE, cost_rows, find, format_cell, learning_rows, markdown_table, not_improved, rows_of, summary_row, value,
@@ -224,8 +224,7 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "",
         f"Both paradigms use one fusion encoder (d{e['d_model']}, {e['num_heads']} head, {e['num_layers']} layer, the "
         "view as 9 patch tokens of a 3x3 conv stem, the 4 previous actions as one token): behaviour cloning reads its "
-        "summary token with a linear head, PPO its summary token and patches with the agents' MLP heads. How a "
-        f"threshold is read: {READ_RULE}; BC's counts are read the same way along the grid.",
+        "summary token with a linear head, PPO its summary token and patches with the agents' MLP heads.",
         "",
         note,
         "",

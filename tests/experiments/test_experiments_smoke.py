@@ -12,6 +12,7 @@ from scipy import stats as scipy_stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.cli import main
+from experiments.curves import READ_RULE
 from experiments.summary import format_cell, format_estimate, not_improved
 from lab import tags
 
@@ -249,6 +250,7 @@ def test_the_ladder_runs_end_to_end_at_a_tiny_budget(tmp_path):
     assert ppo["curve"][0]["steps"] == 0 and ppo["final"]["eval_episodes"] == 6 and ppo["steps"] == 256
     report = (out / "ladder" / "report.md").read_text()
     assert "| GoToRedBallGrey | not reached; seeds > 8 |" in report and "8,430-12,400" in report
+    assert READ_RULE in report  # how "to the target" is read
     assert (out / "ladder" / "plots" / "ladder.png").is_file()
 
 

@@ -218,3 +218,29 @@ def test_a_minimum_at_the_smallest_set_tried_is_called_an_upper_bound():
     assert "at most 1,000" in line and "1,000 / 4,000" in line
     assert limits({"summary": [{**row, "values": [4000.0, 4000.0]}, episodes], "budget": budget}) == []
     assert LIMITS not in "\n".join(closing_lines(["plots/a.png"], []))
+
+
+def test_every_report_with_a_threshold_count_says_how_it_is_read(all_results):
+    from experiments.curves import READ_RULE
+    from experiments.report import threshold_sentence
+
+    for results in all_results:  # digits, imitation and finetune all count samples / episodes / demos "to X%"
+        assert READ_RULE in report_of(results)
+    assert threshold_sentence([{"quantity": "final test accuracy"}]) == ""
+    assert READ_RULE in threshold_sentence([{"quantity": "training episodes to the target"}])
+
+
+def test_the_finetune_takeaway_names_a_best_strategy_only_beyond_the_others_intervals():
+    from experiments.finetune.analysis import takeaway
+    from experiments.summary import summary_row
+
+    def results(finals: dict[str, list[float]]) -> dict[str, Any]:
+        rows = [summary_row("outcome", "final success rate", s, v) for s, v in finals.items()]
+        return {"summary": rows, "budget": {"strategies": list(finals), "rl_steps": 1000, "pretrain_demos": 10}}
+
+    tied = takeaway(results({"frozen": [0.97, 0.99, 0.98], "full": [0.98, 0.97, 0.985], "scratch": [0.5, 0.6, 0.55]}))
+    assert "best" not in tied and "the highest mean is frozen's, and the intervals of full overlap its own" in tied
+    apart = takeaway(results({"frozen": [0.97, 0.99, 0.98], "scratch": [0.5, 0.6, 0.55]}))
+    assert "the best is frozen, its interval above every other strategy's" in apart
+    one_seed = takeaway(results({"frozen": [0.98], "scratch": [0.5]}))
+    assert "best" not in one_seed and "from one seed: no interval to rank by" in one_seed
