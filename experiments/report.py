@@ -4,7 +4,7 @@ prints. An experiment's own sections come from its analysis (``<name>/analysis.p
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from experiments.curves import READ_RULE, THRESHOLD_QUANTITY
 from experiments.results import RESULTS_JSON
 from experiments.spec import Experiment
 from experiments.stats import INTERVAL_METHOD, IQM_MIN_VALUES
-from experiments.summary import PER_SEED_MAX, format_estimate, not_improved, value
+from experiments.summary import PER_SEED_MAX, format_estimate, highest, not_improved, value
 from experiments.tb_layout import URL_FRAGMENT
 
 
@@ -48,6 +48,20 @@ def learning_sentence(label: str, start: dict[str, Any], final: dict[str, Any], 
                 "is no interval to tell learning from evaluation noise.")
     return (f"{label} did not improve beyond its interval: {value(start)} {start_name}, {value(final)} at the "
             f"end, change {interval}. {reading}")
+
+
+def ranking(rows: Sequence[dict[str, Any]], name: Callable[[dict[str, Any]], str] = lambda r: r["variant"]) -> str:
+    """Which of ``rows`` (one quantity, higher is better, each with a value) is best, as far as their intervals
+    tell: a variant is called the best only when its interval is above every other's."""
+    top, close = highest(rows)
+    if len(rows) == 1:
+        return f"only {name(top)} ran"
+    if top["n"] < 2:
+        return f"the highest is {name(top)}, from one seed: no interval to rank by"
+    if close:
+        return (f"the highest is {name(top)}, and the intervals of {join([name(r) for r in close])} overlap its "
+                "own: these seeds do not tell them apart")
+    return f"the best is {name(top)}, its interval above every other's"
 
 
 def closing_lines(plot_paths: Sequence[str], limits: Sequence[str]) -> list[str]:

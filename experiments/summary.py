@@ -168,9 +168,9 @@ def value(row: dict[str, Any], unit: bool = True, seeds: bool = True) -> str:
 
 
 def highest(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The row with the highest mean, and the other rows whose interval overlaps its own: the variants these seeds
-    do not tell apart from it (a takeaway names no "best" among them)."""
-    top = max(rows, key=lambda r: r["mean"])
+    """The row with the highest point estimate (its mean, or an aggregate's IQM), and the other rows whose interval
+    overlaps its own: the variants these seeds do not tell apart from it (a takeaway names no "best" among them)."""
+    top = max(rows, key=lambda r: r[r.get("point", "mean")])
     return top, [r for r in rows if r is not top and r["ci_high"] >= top["ci_low"]]
 
 

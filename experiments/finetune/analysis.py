@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.curves import first_crossing
-from experiments.report import budget_note, closing_lines, join, learning_sentence
+from experiments.report import budget_note, closing_lines, join, learning_sentence, ranking
 from experiments.runs.baselines import UNTRAINED_BC
 from experiments.summary import (
-    COUNT, RATE, UNTRAINED, cost_rows, find, highest, learning_rows, markdown_table, not_improved, rows_of,
-    summary_row, value,
+    COUNT, RATE, UNTRAINED, cost_rows, find, learning_rows, markdown_table, not_improved, rows_of, summary_row, value,
 )
 
 METRIC = "success rate"
@@ -86,21 +85,11 @@ def takeaway(results: dict[str, Any]) -> str:
     finals = {s: r for s, r in finals.items() if r}
     measured = [r for r in finals.values() if r["n"]]
     if measured:
-        top, close = highest(measured)
         parts = [f"{s} {value(r)}" for s, r in finals.items()]
         scratch0 = find(summary, f"{START} {METRIC}", "scratch")
-        if len(measured) == 1:
-            ranking = f"only {top['variant']} ran"
-        elif top["n"] < 2:
-            ranking = f"the highest mean is {top['variant']}'s, from one seed: no interval to rank by"
-        elif close:
-            ranking = (f"the highest mean is {top['variant']}'s, and the intervals of "
-                       f"{join([r['variant'] for r in close])} overlap its own: these seeds do not tell them apart")
-        else:
-            ranking = f"the best is {top['variant']}, its interval above every other strategy's"
         sentences.append(f"After {budget['rl_steps']:,} PPO steps the final success is {join(parts)}"
                          + (f" (scratch started from {value(scratch0)} untrained)" if scratch0 else "")
-                         + f"; {ranking}.")
+                         + f"; {ranking(measured)}.")
     return " ".join(sentences)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from experiments.curves import first_crossing
 from experiments.digits.analysis import COLUMN_LABELS, VARIANT_LABELS
 from experiments.optimizers.variants import PARADIGMS, TUNED
-from experiments.report import budget_note, closing_lines, join, learning_sentence
+from experiments.report import budget_note, closing_lines, join, learning_sentence, ranking
 from experiments.summary import (
     COUNT, RATE, UNTRAINED, aggregate_row, find, format_estimate, learning_rows, markdown_table, not_improved,
     rows_of, summary_row, value,
@@ -115,22 +115,27 @@ def takeaway(results: dict[str, Any]) -> str:
     t = budget["threshold"]
     both = sorted((r for r in summary if r["quantity"] == BOTH and r["n"]), key=lambda r: -r["iqm"])
     sentences = []
+
+    def at(r: dict[str, Any]) -> str:
+        return f"{r['variant'].split('-', 1)[1]} at {value(r)}"
+
     if both:
         def name(r: dict[str, Any]) -> str:
             return f"{r['variant'].removeprefix('both-')} (IQM {r['fmt'].format(r['iqm'])})"
 
-        sentences.append(f"Over both paradigms the best final test accuracy after {budget['samples']:,} samples is "
-                         f"{name(both[0])}" + (f", the worst {name(both[-1])}" if len(both) > 1 else "") + ".")
+        sentences.append(f"Over both paradigms, final test accuracy after {budget['samples']:,} samples: "
+                         f"{ranking(both, name)}" + (f"; the lowest is {name(both[-1])}" if len(both) > 1 else "")
+                         + ".")
     for paradigm in PARADIGMS:
-        finals = [r for r in summary if r["quantity"] == f"final {METRIC}" and r["variant"].startswith(paradigm + "-")]
+        finals = [r for r in summary if r["quantity"] == f"final {METRIC}" and r["variant"].startswith(paradigm + "-")
+                  and r["n"]]
         if not finals:
             continue
-        best = max(finals, key=lambda r: r["mean"])
         reached = [r["variant"].split("-", 1)[1] for r in summary
                    if r["quantity"] == f"samples to {t:.0%} {METRIC}" and r["variant"].startswith(paradigm + "-")
                    and r["n"] == r["n_total"]]
-        sentences.append(f"With {'labels' if paradigm == 'supervised' else 'rewards (PPO)'}: best "
-                         f"{best['variant'].split('-', 1)[1]} at {value(best)}; "
+        sentences.append(f"With {'labels' if paradigm == 'supervised' else 'rewards (PPO)'}: "
+                         f"{ranking(finals, at)}; "
                          + (f"every seed reached {t:.0%} with {join(reached)}." if reached else
                             f"no optimizer brought every seed to {t:.0%}."))
     return " ".join(sentences)

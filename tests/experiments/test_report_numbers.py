@@ -239,8 +239,21 @@ def test_the_finetune_takeaway_names_a_best_strategy_only_beyond_the_others_inte
         return {"summary": rows, "budget": {"strategies": list(finals), "rl_steps": 1000, "pretrain_demos": 10}}
 
     tied = takeaway(results({"frozen": [0.97, 0.99, 0.98], "full": [0.98, 0.97, 0.985], "scratch": [0.5, 0.6, 0.55]}))
-    assert "best" not in tied and "the highest mean is frozen's, and the intervals of full overlap its own" in tied
+    assert "best" not in tied and "the highest is frozen, and the intervals of full overlap its own" in tied
     apart = takeaway(results({"frozen": [0.97, 0.99, 0.98], "scratch": [0.5, 0.6, 0.55]}))
-    assert "the best is frozen, its interval above every other strategy's" in apart
+    assert "the best is frozen, its interval above every other's" in apart
     one_seed = takeaway(results({"frozen": [0.98], "scratch": [0.5]}))
-    assert "best" not in one_seed and "from one seed: no interval to rank by" in one_seed
+    assert "best" not in one_seed and "the highest is frozen, from one seed: no interval to rank by" in one_seed
+
+
+def test_a_ranking_of_aggregates_reads_their_iqm_and_bootstrap_interval():
+    """The optimizers' 'over both paradigms' rows: the point is the IQM, the interval a stratified bootstrap."""
+    from experiments.report import ranking
+    from experiments.summary import aggregate_row
+
+    low = aggregate_row("both", "q", "both-sgd", {"a": [0.2, 0.3, 0.25], "b": [0.3, 0.2, 0.25]})
+    high = aggregate_row("both", "q", "both-adam", {"a": [0.9, 0.95, 0.92], "b": [0.91, 0.93, 0.94]})
+    near = aggregate_row("both", "q", "both-nadam", {"a": [0.9, 0.96, 0.93], "b": [0.9, 0.92, 0.95]})
+    assert ranking([low, high]) == "the best is both-adam, its interval above every other's"
+    top = max((high, near), key=lambda r: r["iqm"])["variant"]
+    assert ranking([low, high, near]).startswith(f"the highest is {top}, and the intervals of ")
