@@ -206,9 +206,11 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
     e = settings["encoder"]
     rl = "; ".join(f"{short(level)} {steps:,} steps, evaluated every {every:,}"
                    for level, (steps, every) in settings["rl_budget"].items())
+    sides = budget.get("paradigms", ["bc", "ppo"])
+    alone = f"only the {'BC' if sides == ['bc'] else 'PPO'} side ran (--budget.paradigms); " if len(sides) == 1 else ""
     note = budget_note(
         results,
-        f"levels {', '.join(short(level) for level in budget['levels'])}; behaviour cloning on "
+        f"{alone}levels {', '.join(short(level) for level in budget['levels'])}; behaviour cloning on "
         f"{' / '.join(f'{n:,}' for n in budget['demo_grid'])} bot demonstrations (each seed its own collection), "
         f"{budget['bc_epochs']:g} passes but at least {budget['bc_steps']:,} steps of batch 256, stopping at the "
         f"first count where the target held at the next one; PPO at most {rl}, {budget['eval_episodes']} fresh "

@@ -16,6 +16,7 @@ from experiments.runs.supervised import GPU_SHARE
 from supervised.babyai_bc import BabyAIBCConfig
 
 LEVELS = tuple(level for level in BABYAI_LEVELS if level in PAPER_99)
+PARADIGMS = ("bc", "ppo")
 # Per level in full mode: PPO's step budget (it stops earlier once it held the target) and evaluation interval.
 FULL_RL = {
     "BabyAI-GoToRedBallGrey-v0": (500_000, 16_384),
@@ -52,6 +53,9 @@ class LadderBudget:
     """fresh episodes of PPO's last evaluation and of every BC run's (quick 200, full 2000)"""
     target: float = PAPER_TARGET
     """the success rate to reach and hold (the BabyAI paper's 0.99)"""
+    paradigms: tuple[str, ...] = PARADIGMS
+    """the sides that run: bc (the demonstration search), ppo, or both; a side run alone is joined by the other
+    later with --resume in the same --out (its finished runs load)"""
 
     def resolve(self, full: bool) -> LadderBudget:
         if full:
@@ -78,6 +82,8 @@ class LadderBudget:
             raise ValueError(f"bc_epochs must be >= 0, got {self.bc_epochs}")
         if not 0 < self.target <= 1:
             raise ValueError(f"target must be a success rate in (0, 1], got {self.target}")
+        if not self.paradigms or not set(self.paradigms) <= set(PARADIGMS):
+            raise ValueError(f"paradigms must be a non-empty subset of {', '.join(PARADIGMS)}; got {self.paradigms}")
 
     def rl_budget(self, level: str) -> tuple[int, int]:
         """(PPO steps at most, steps between evaluations) on ``level``: the budget's, else the level's."""
@@ -108,15 +114,17 @@ def jobs(budget: LadderBudget, seeds: list[int], exp: str = "ladder") -> list[Jo
     for level in budget.levels:
         steps, every = budget.rl_budget(level)
         for seed in seeds:
-            out.append(Job(f"{exp}/{short(level)}/bc/seed{seed}", search_demos,
-                           dict(variant=f"bc-{short(level)}", seed=seed, config=bc_config(budget, level, seed),
-                                grid=tuple(budget.demo_grid), target=budget.target, min_epochs=budget.bc_epochs),
-                           label=f"{exp}/{short(level)}/bc/seed{seed} (demos search)",
-                           cost=sum(budget.demo_grid[:4]) * budget.bc_epochs / 40, gpus=GPU_SHARE, resumable=True))
-            out.append(Job(f"{exp}/{short(level)}/ppo/seed{seed}", train_agent,
-                           dict(variant=f"ppo-{short(level)}", seed=seed, config=ppo_config(budget, level),
-                                log_every=min(2048, steps)),
-                           cost=steps / 400 + 10 * steps / every, resumable=True))
+            if "bc" in budget.paradigms:
+                out.append(Job(f"{exp}/{short(level)}/bc/seed{seed}", search_demos,
+                               dict(variant=f"bc-{short(level)}", seed=seed, config=bc_config(budget, level, seed),
+                                    grid=tuple(budget.demo_grid), target=budget.target, min_epochs=budget.bc_epochs),
+                               label=f"{exp}/{short(level)}/bc/seed{seed} (demos search)",
+                               cost=sum(budget.demo_grid[:4]) * budget.bc_epochs / 40, gpus=GPU_SHARE, resumable=True))
+            if "ppo" in budget.paradigms:
+                out.append(Job(f"{exp}/{short(level)}/ppo/seed{seed}", train_agent,
+                               dict(variant=f"ppo-{short(level)}", seed=seed, config=ppo_config(budget, level),
+                                    log_every=min(2048, steps)),
+                               cost=steps / 400 + 10 * steps / every, resumable=True))
     return out
 
 

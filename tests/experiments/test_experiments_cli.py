@@ -38,6 +38,7 @@ def test_unknown_option_lists_the_valid_options(capsys, tmp_path):
     (["imitation", "--budget.level", "BabyAI-Nope-v0"], "BabyAI-GoToRedBallGrey-v0, BabyAI-GoToRedBall-v0"),
     (["finetune", "--budget.strategies", "melt"], "scratch, full, frozen, top, discriminative"),
     (["digits", "--budget.algos", "dqn"], "ppo, a2c"),
+    (["ladder", "--budget.paradigms", "dagger"], "bc, ppo"),
 ])
 def test_bad_values_fail_with_the_valid_choices_before_any_work(capsys, tmp_path, argv, expected):
     code, err = run(capsys, *argv, "--out", str(tmp_path / "out"))

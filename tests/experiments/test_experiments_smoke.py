@@ -254,6 +254,27 @@ def test_the_ladder_runs_end_to_end_at_a_tiny_budget(tmp_path):
     assert (out / "ladder" / "plots" / "ladder.png").is_file()
 
 
+def test_one_side_of_the_ladder_runs_alone_and_the_other_joins_it_with_resume(tmp_path):
+    """--budget.paradigms bc runs the demonstration searches only; the same command with both sides and --resume
+    then loads them (not run again) and runs PPO beside them."""
+    out = tmp_path / "runs"
+    tiny = ["ladder", "--seeds", "1", "--workers", "0", "--no-progress", "--out", str(out),
+            "--budget.demo-grid", "4", "--budget.bc-steps", "2", "--budget.bc-epochs", "0", "--budget.rl-steps", "128",
+            "--budget.eval-every", "128", "--budget.eval-episodes", "2", "--budget.final-episodes", "2"]
+    assert main([*tiny, "--budget.paradigms", "bc"]) == 0
+    alone = load(out / "ladder")
+    assert [r["variant"] for r in alone["runs"]] == ["bc-GoToRedBallGrey"]
+    report = (out / "ladder" / "report.md").read_text()
+    assert "| GoToRedBallGrey | not reached; seeds > 4 | 8,430-12,400 | not run |" in report
+    assert "only the BC side ran (--budget.paradigms)" in report
+
+    assert main([*tiny, "--resume"]) == 0
+    both = load(out / "ladder")
+    assert sorted(r["variant"] for r in both["runs"]) == ["bc-GoToRedBallGrey", "ppo-GoToRedBallGrey"]
+    assert both["timing"]["resumed_jobs"] == 1
+    assert next(r for r in both["runs"] if r["variant"] == "bc-GoToRedBallGrey") == alone["runs"][0]
+
+
 def test_the_offline_experiment_runs_end_to_end_at_a_tiny_budget(tmp_path):
     """Experiment 6 (issue 20): behaviour policies' episodes as Minari datasets that minari's own API reads, BC,
     %BC and DT on each, PPO online, DT's return achieved against return asked."""
