@@ -226,7 +226,9 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
         "",
         f"Both paradigms use one fusion encoder (d{e['d_model']}, {e['num_heads']} head, {e['num_layers']} layer, the "
         "view as 9 patch tokens of a 3x3 conv stem, the 4 previous actions as one token): behaviour cloning reads its "
-        "summary token with a linear head, PPO its summary token and patches with the agents' MLP heads.",
+        "summary token with a linear head, PPO its summary token and patches with the agents' MLP heads. The counts "
+        "are this small encoder's, not the levels': BC copies the bot only as well as the encoder can, PPO learns a "
+        "policy of its own (BENCHMARKS.md, the ladder, measures a larger BC model on GoToLocal).",
         "",
         note,
         "",
