@@ -206,8 +206,8 @@ def report(results: dict[str, Any], plot_paths: list[str]) -> str:
     e = settings["encoder"]
     rl = "; ".join(f"{short(level)} {steps:,} steps, evaluated every {every:,}"
                    for level, (steps, every) in settings["rl_budget"].items())
-    sides = budget.get("paradigms", ["bc", "ppo"])
-    alone = f"only the {'BC' if sides == ['bc'] else 'PPO'} side ran (--budget.paradigms); " if len(sides) == 1 else ""
+    sides = sorted(set(budget.get("paradigms", ["bc", "ppo"])))  # results from before the option: both sides
+    alone = f"only the {sides[0].upper()} side ran (--budget.paradigms); " if len(sides) == 1 else ""
     note = budget_note(
         results,
         f"{alone}levels {', '.join(short(level) for level in budget['levels'])}; behaviour cloning on "
