@@ -134,11 +134,12 @@ def mean_over_seeds(runs: Sequence[Sequence[tuple[float, float]]],
 def draw_curves(ax: Any, series: Sequence[Series], xlabel: str, ylabel: str, title: str,
                 hlines: Sequence[tuple[float, str]] = (), spans: Sequence[tuple[float, float, str, str]] = (),
                 xscale: str = "linear", linthresh: float = 1.0, ylim: tuple[float, float] | None = None,
-                bounds: tuple[float | None, float | None] = (0.0, 1.0)) -> None:
+                bounds: tuple[float | None, float | None] = (0.0, 1.0), xticks: Sequence[float] = ()) -> None:
     """Per-seed thin lines with markers at their evaluations, the mean over seeds on top (see the module
     docstring); ``hlines``: (y, label) dashed thresholds labelled in the right margin; ``spans``: (x_low, x_high,
     label, colour) shaded ranges such as published references (in the legend); ``bounds``: the metric's range
-    (the band is clipped to it)."""
+    (the band is clipped to it); ``xticks``: the x values to label on a symlog axis (e.g. a grid of demonstration
+    counts), instead of its powers of 10."""
     for s in series:
         for run in s.runs:
             if run:
@@ -160,7 +161,7 @@ def draw_curves(ax: Any, series: Sequence[Series], xlabel: str, ylabel: str, tit
         ax.set_xscale("symlog", linthresh=linthresh)
         high = max(ax.get_xlim()[1], linthresh * 10)
         decades = range(math.ceil(math.log10(linthresh * 1.5)), math.floor(math.log10(high)) + 1)
-        ax.set_xticks([0, *(10 ** k for k in decades)])
+        ax.set_xticks([0, *(xticks or (10 ** k for k in decades))])
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     elif xscale != "linear":
         ax.set_xscale(xscale)

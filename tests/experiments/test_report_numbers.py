@@ -220,6 +220,25 @@ def test_a_minimum_at_the_smallest_set_tried_is_called_an_upper_bound():
     assert LIMITS not in "\n".join(closing_lines(["plots/a.png"], []))
 
 
+def test_a_read_at_the_largest_set_only_is_named_as_unconfirmed():
+    """BC that reads 99% only at the largest set has no next count to hold it: the report says the seed counts as
+    not reached and why, instead of leaving a bare 'n/a' beside a final success of 0.995."""
+    from experiments.imitation.analysis import limits
+
+    budget = {"demo_counts": [1000, 4000], "thresholds": [0.99], "rl_steps": 1000}
+    row = {"quantity": "minimum demonstrations to 99% success", "variant": "bc", "values": [None, None, None],
+           "n": 0, "n_total": 3}
+    final = {"quantity": "final success rate", "variant": "bc-4000demos", "values": [0.995, 0.98, 0.99], "n": 3,
+             "n_total": 3}
+    episodes = {"quantity": "training episodes to 99% success", "variant": "ppo", "values": [500.0], "n": 1,
+                "n_total": 1}
+    [line] = limits({"summary": [row, final, episodes], "budget": budget})
+    assert "largest set tried (4,000 demonstrations)" in line and "on 2 seed(s)" in line
+    assert "(0.995, 0.990)" in line and "not reached 99%" in line
+    below = {**final, "values": [0.98, 0.97, 0.985]}
+    assert limits({"summary": [row, below, episodes], "budget": budget}) == []
+
+
 def test_every_report_with_a_threshold_count_says_how_it_is_read(all_results):
     from experiments.curves import READ_RULE
     from experiments.report import threshold_sentence
