@@ -217,7 +217,9 @@ def limits(results: dict[str, Any]) -> list[str]:
     if missing:
         out.append(f"The untrained point of {join(missing)} was not recorded by this run (no `{UNTRAINED_BC}` job), "
                    "so whether they learned is judged against nothing.")
-    smallest = min(budget["demo_counts"])
+    smallest, largest = min(budget["demo_counts"]), max(budget["demo_counts"])
+    seeds = sorted({r["seed"] for r in results["runs"] if r.get("paradigm") == "imitation"})
+    curves = [bc_curve(results["runs"], s) for s in seeds]
     for t in budget["thresholds"]:
         row = find(summary, f"minimum demonstrations to {t:.0%} success", "bc")
         at_smallest = [v for v in (row or {}).get("values", []) if v == smallest]
@@ -226,13 +228,11 @@ def limits(results: dict[str, Any]) -> list[str]:
             out.append(f"BC on the smallest set tried ({smallest:,} demonstrations) already reached {t:.0%} "
                        f"success (minimum demonstrations per seed: {per_seed}): where it reads {smallest:,}, the "
                        f"minimum is at most {smallest:,} (fewer were not tried): the value above is an upper bound.")
-    largest = max(budget["demo_counts"])
-    finals = (find(summary, f"final {METRIC}", bc_variants(budget)[-1]) or {}).get("values", [])
-    for t in budget["thresholds"]:
-        row = find(summary, f"minimum demonstrations to {t:.0%} success", "bc")
-        unconfirmed = [f"{f:.3f}" for f, v in zip(finals, (row or {}).get("values", []))
-                       if v is None and f is not None and f >= t]
-        if unconfirmed:  # the held rule needs a next count to confirm the read at the largest set
+        # the held rule needs a next count to confirm a read at the largest set: such seeds count as not reached
+        unconfirmed = [f"{c[-1]['success_rate']:.3f}" for c in curves
+                       if c and c[-1]["demos"] == largest and c[-1]["success_rate"] >= t
+                       and first_crossing(c, "demos", "success_rate", t) is None]
+        if unconfirmed:
             out.append(f"BC on the largest set tried ({largest:,} demonstrations) read {t:.0%} or more on "
                        f"{len(unconfirmed)} seed(s) where no smaller set held it ({', '.join(unconfirmed)}): the "
                        f"largest set has no next count to confirm that read, so those seeds count as not reached "
@@ -242,7 +242,7 @@ def limits(results: dict[str, Any]) -> list[str]:
                    *(find(summary, f"training episodes to {t:.0%} success", v) for v in RL_NAMES)]
         if not any(r and r["n"] for r in reached):
             out.append(f"Neither paradigm reached {t:.0%} success within this budget (at most "
-                       f"{max(budget['demo_counts']):,} demonstrations, {budget['rl_steps']:,} PPO steps): the "
+                       f"{largest:,} demonstrations, {budget['rl_steps']:,} PPO steps): the "
                        "published sample counts for 99% can only be compared in `--full` mode or the benchmarks.")
             break
     return out

@@ -214,29 +214,35 @@ def test_a_minimum_at_the_smallest_set_tried_is_called_an_upper_bound():
            "n": 2, "n_total": 2}
     episodes = {"quantity": "training episodes to 99% success", "variant": "ppo", "values": [500.0], "n": 1,
                 "n_total": 1}
-    [line] = limits({"summary": [row, episodes], "budget": budget})
+    [line] = limits({"summary": [row, episodes], "budget": budget, "runs": []})
     assert "at most 1,000" in line and "1,000 / 4,000" in line
-    assert limits({"summary": [{**row, "values": [4000.0, 4000.0]}, episodes], "budget": budget}) == []
+    assert limits({"summary": [{**row, "values": [4000.0, 4000.0]}, episodes], "budget": budget, "runs": []}) == []
     assert LIMITS not in "\n".join(closing_lines(["plots/a.png"], []))
 
 
 def test_a_read_at_the_largest_set_only_is_named_as_unconfirmed():
     """BC that reads 99% only at the largest set has no next count to hold it: the report says the seed counts as
-    not reached and why, instead of leaving a bare 'n/a' beside a final success of 0.995."""
+    not reached and why, instead of leaving a bare 'n/a' beside a final success of 0.995; each seed is read from its
+    own runs, so a seed without a run at the largest set is not mistaken for another."""
     from experiments.imitation.analysis import limits
 
     budget = {"demo_counts": [1000, 4000], "thresholds": [0.99], "rl_steps": 1000}
-    row = {"quantity": "minimum demonstrations to 99% success", "variant": "bc", "values": [None, None, None],
-           "n": 0, "n_total": 3}
-    final = {"quantity": "final success rate", "variant": "bc-4000demos", "values": [0.995, 0.98, 0.99], "n": 3,
-             "n_total": 3}
+
+    def runs(success: dict[int, tuple[float, ...]]) -> list[dict[str, Any]]:
+        return [{"paradigm": "imitation", "seed": seed, "demos": n, "success_rate": rate, "samples": n,
+                 "train_wall_time_s": 1.0} for seed, rates in success.items() for n, rate in zip((1000, 4000), rates)]
+
+    row = {"quantity": "minimum demonstrations to 99% success", "variant": "bc", "values": [None, None, None, None],
+           "n": 0, "n_total": 4}
     episodes = {"quantity": "training episodes to 99% success", "variant": "ppo", "values": [500.0], "n": 1,
                 "n_total": 1}
-    [line] = limits({"summary": [row, final, episodes], "budget": budget})
+    # seed 4 has no run at 4,000: its 0.995 at 1,000 was held by nothing and is not the largest set's read
+    success = {1: (0.97, 0.995), 2: (0.96, 0.98), 3: (0.98, 0.99), 4: (0.995,)}
+    [line] = limits({"summary": [row, episodes], "budget": budget, "runs": runs(success)})
     assert "largest set tried (4,000 demonstrations)" in line and "on 2 seed(s)" in line
     assert "(0.995, 0.990)" in line and "not reached 99%" in line
-    below = {**final, "values": [0.98, 0.97, 0.985]}
-    assert limits({"summary": [row, below, episodes], "budget": budget}) == []
+    below = {1: (0.97, 0.98), 2: (0.96, 0.97), 3: (0.98, 0.985)}
+    assert limits({"summary": [row, episodes], "budget": budget, "runs": runs(below)}) == []
 
 
 def test_every_report_with_a_threshold_count_says_how_it_is_read(all_results):
