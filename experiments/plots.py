@@ -139,7 +139,7 @@ def draw_curves(ax: Any, series: Sequence[Series], xlabel: str, ylabel: str, tit
     docstring); ``hlines``: (y, label) dashed thresholds labelled in the right margin; ``spans``: (x_low, x_high,
     label, colour) shaded ranges such as published references (in the legend); ``bounds``: the metric's range
     (the band is clipped to it); ``xticks``: the x values to label on a symlog axis (e.g. a grid of demonstration
-    counts), instead of its powers of 10."""
+    counts), instead of its powers of 10 up to them (those beyond still get labelled)."""
     for s in series:
         for run in s.runs:
             if run:
@@ -161,7 +161,8 @@ def draw_curves(ax: Any, series: Sequence[Series], xlabel: str, ylabel: str, tit
         ax.set_xscale("symlog", linthresh=linthresh)
         high = max(ax.get_xlim()[1], linthresh * 10)
         decades = range(math.ceil(math.log10(linthresh * 1.5)), math.floor(math.log10(high)) + 1)
-        ax.set_xticks([0, *(xticks or (10 ** k for k in decades))])
+        powers = [10 ** k for k in decades if not xticks or 10 ** k > 2 * max(xticks)]  # past the labelled ones
+        ax.set_xticks([0, *xticks, *powers])
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     elif xscale != "linear":
         ax.set_xscale(xscale)
